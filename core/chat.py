@@ -1,0 +1,134 @@
+"""``personae chat``: talk with one persona in the terminal (or through a pipe)."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+from .engine import Engine, EngineError
+from .messages import Chat, Event, Incoming, Outgoing, User
+from .templates import TemplateRenderError
+from .timeline import _scalar
+
+
+def parse_event_line(line: str, at: datetime) -> Event:
+    """Parse ``!event NAME key=value ...`` (values may be quoted)."""
+    parts = shlex.split(line)
+    if len(parts) < 2:
+        raise ValueError("usage: !event NAME key=value ...")
+    data = {}
+    for item in parts[2:]:
+        if "=" not in item:
+            raise ValueError(f"expected key=value, found '{item}'")
+        k, v = item.split("=", 1)
+        data[k] = _scalar(v)
+    return Event(parts[1], at, data, "chat", None, 0, f"chat:{at.isoformat()}:{parts[1]}")
+
+
+class ChatSession:
+    """Reads lines, answers them, writes ``Name: text`` lines."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        persona: str,
+        *,
+        user: User,
+        out: TextIO = sys.stdout,
+        interactive: bool = False,
+        read: Callable[[str], str] = input,
+    ) -> None:
+        self.engine = engine
+        self.persona = persona
+        self.user = user
+        self.out = out
+        self.interactive = interactive
+        self.read = read
+        self.chat = Chat("console", "private")
+        self._n = 0
+
+    def show(self, outgoing: list[Outgoing]) -> None:
+        """Print each message on its own line as ``Name: text``."""
+        for o in outgoing:
+            name = self.engine.personas[o.persona].name
+            text = o.text.replace("\r", "").replace("\n", " ⏎ ") if not self.interactive else o.text
+            if self.interactive:
+                from rich.console import Console
+                from rich.markup import escape
+
+                Console(file=self.out, highlight=False).print(f"[bold cyan]{escape(name)}[/]: {escape(text)}")
+            else:
+                self.out.write(f"{name}: {text}\n")
+        self.out.flush()
+
+    async def line(self, text: str) -> list[Outgoing]:
+        """Handle one input line (a message, or ``!event ...``)."""
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            return []
+        if text.startswith("!event"):
+            try:
+                event = parse_event_line(text, self.engine.clock.now())
+                return await self.engine.dispatch(event)
+            except (ValueError, EngineError, TemplateRenderError) as exc:
+                sys.stderr.write(f"error: {exc}\n")
+                return []
+        self._n += 1
+        incoming = Incoming(
+            self.persona,
+            "console",
+            self.chat,
+            self.user,
+            text,
+            message_id=str(self._n),
+            received_at=datetime.now(UTC),
+        )
+        return await self.engine.handle(incoming)
+
+    async def run(self, stdin: TextIO) -> None:
+        """Loop until end of input (or Ctrl-D / Ctrl-C)."""
+        if self.interactive:
+            name = self.engine.personas[self.persona].name
+            self.out.write(
+                f"Talking with {name}. Type a message, '!event NAME k=v' to raise an event, Ctrl-D to leave.\n"
+            )
+        lines = read_lines(stdin, prompt="you> " if self.interactive else None, read=self.read)
+        while True:
+            text = await lines.get()
+            if text is None:
+                if self.interactive:
+                    self.out.write("\n")
+                return
+            self.show(await self.line(text))
+
+
+def read_lines(
+    stdin: TextIO, *, prompt: str | None = None, read: Callable[[str], str] = input
+) -> asyncio.Queue[str | None]:
+    """Lines of ``stdin`` delivered to an asyncio queue by a daemon thread (``None`` at EOF).
+
+    A daemon thread rather than ``to_thread``: a blocked read must not keep
+    the process alive after Ctrl-C.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def pump() -> None:
+        while True:
+            try:
+                text: str | None = read(prompt) if prompt is not None else stdin.readline()
+            except (EOFError, OSError, ValueError):
+                text = None
+            if text == "" and prompt is None:
+                text = None
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+            if text is None:
+                return
+
+    threading.Thread(target=pump, name="personae-stdin", daemon=True).start()
+    return queue

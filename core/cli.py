@@ -1,0 +1,259 @@
+"""The ``personae`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import getpass
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError, Diagnostic, PersonaeError
+
+EXAMPLES = """\
+examples:
+  personae run                          start the bot described by bot.toml
+  personae chat philae                  talk with Philae in the terminal
+  echo /status | personae chat philae   script a conversation
+  personae lint personas/               check persona scripts and timelines
+  personae replay personas/timelines/rosetta.yaml --speed max --dry-run
+  personae log --persona philae --limit 20
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="personae",
+        description="Give a voice to things that cannot speak: persona scripts, chat platforms, mission timelines.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"personae {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    lint = sub.add_parser(
+        "lint",
+        help="check persona scripts and timelines",
+        description=(
+            "Check persona scripts and timelines. Folders are searched recursively. "
+            "Exit status 0 when there are no errors (warnings allowed), 1 otherwise."
+        ),
+    )
+    lint.add_argument("paths", nargs="*", default=None, metavar="PATH", help="files or folders (default: personas/)")
+    lint.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
+    lint.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of persona files",
+        description="Print the JSON Schema of persona files (or timelines), for editors.",
+    )
+    schema.add_argument("--timeline", action="store_true", help="the schema of timeline files instead")
+
+    chat = sub.add_parser(
+        "chat",
+        help="talk with a persona in the terminal",
+        description=(
+            "Talk with a persona. On a terminal it prompts; with piped input it reads one message per line and "
+            "prints each reply as 'Name: text'. A line '!event NAME key=value ...' raises an event instead."
+        ),
+    )
+    chat.add_argument("persona", metavar="PERSONA", help="persona id, e.g. philae")
+    chat.add_argument(
+        "--personas", action="append", metavar="PATH", help="persona files or folders (repeatable; default: personas/)"
+    )
+    chat.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
+    chat.add_argument("--no-log", action="store_true", help="do not log or persist state")
+    chat.add_argument("--user", default=None, metavar="NAME", help="your display name (default: your login)")
+    chat.add_argument("--seed", type=int, default=0, help="seed for random picks (default: 0)")
+
+    log = sub.add_parser("log", help="read the interaction log", description="Query the SQLite interaction log.")
+    log.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
+    log.add_argument("--persona", metavar="ID", help="only this persona")
+    log.add_argument("--direction", choices=["in", "out", "event"], help="only this direction")
+    log.add_argument("--since", metavar="ISO", help="only rows at or after this UTC time, e.g. 2026-11-24T10:00")
+    log.add_argument("--limit", type=int, default=50, metavar="N", help="last N rows (default: 50; 0 = all)")
+    log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
+
+    from .commands import add_runtime_commands
+
+    add_runtime_commands(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``personae`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(asyncio.run(_dispatch(args)) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except PersonaeError as exc:
+        print_diagnostics(exc.diagnostics)
+        return 1
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from .store import StoreError
+
+    try:
+        if args.command == "lint":
+            return cmd_lint(args)
+        if args.command == "schema":
+            return cmd_schema(args)
+        if args.command == "chat":
+            return await cmd_chat(args)
+        if args.command == "log":
+            return await cmd_log(args)
+        from .commands import run_command
+
+        return await run_command(args)
+    except StoreError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+
+
+def print_diagnostics(diags: Sequence[Diagnostic], stream: Any = None) -> None:
+    """One ``file:line:col: message`` line per diagnostic, on stderr."""
+    stream = stream or sys.stderr
+    for d in diags:
+        stream.write(f"{d}\n")
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """``personae lint``."""
+    from .lint import lint
+
+    paths = args.paths or ["personas"]
+    missing = [p for p in paths if not any(ch in p for ch in "*?[") and not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+    result = lint(paths)
+    failing = result.diagnostics if args.strict else result.errors
+    if args.format == "json":
+        sys.stdout.write(json.dumps([d.as_dict() for d in result.diagnostics], indent=2, ensure_ascii=False) + "\n")
+    else:
+        for d in result.diagnostics:
+            sys.stdout.write(f"{d}\n")
+        n_err = len(result.errors)
+        n_warn = len(result.diagnostics) - n_err
+        summary = (
+            f"{result.files} file(s): {len(result.personas)} persona(s), {len(result.timelines)} timeline(s); "
+            f"{n_err} error(s), {n_warn} warning(s)"
+        )
+        sys.stderr.write(summary + "\n")
+    return 1 if failing else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """``personae schema``."""
+    if args.timeline:
+        from .timeline import TimelineFile
+
+        schema = TimelineFile.model_json_schema(by_alias=True)
+        schema["title"] = "personae timeline"
+    else:
+        from .schema import json_schema
+
+        schema = json_schema()
+    sys.stdout.write(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER", "you")
+
+
+async def cmd_chat(args: argparse.Namespace) -> int:
+    """``personae chat``."""
+    from .chat import ChatSession
+    from .engine import Engine
+    from .errors import did_you_mean
+    from .loader import load_personas
+    from .messages import User
+    from .store import Store
+
+    personas = load_personas(args.personas or ["personas"])
+    if args.persona not in personas:
+        hint = did_you_mean(args.persona, personas) or f" (known: {', '.join(sorted(personas)) or 'none'})"
+        raise ConfigError(f"unknown persona '{args.persona}'{hint}")
+    store = None if args.no_log else await Store(args.db).open()
+    try:
+        engine = Engine(personas, store=store, seed=args.seed, platforms={"console": "plain"})
+        await engine.restore()
+        name = args.user or _default_user()
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        session = ChatSession(engine, args.persona, user=User(f"console:{name}", name), interactive=interactive)
+        await session.run(sys.stdin)
+    finally:
+        if store is not None:
+            await store.close()
+    return 0
+
+
+async def cmd_log(args: argparse.Namespace) -> int:
+    """``personae log``."""
+    from .store import Store
+
+    since = None
+    if args.since:
+        from datetime import UTC
+
+        from .timeline import parse_time
+
+        try:
+            since = parse_time(args.since, default_tz=UTC).isoformat()
+        except ValueError:
+            raise ConfigError(f"--since: '{args.since}' is not an ISO 8601 time (e.g. 2026-11-24T10:00)") from None
+    async with Store(args.db, readonly=True) as store:
+        rows = await store.query_log(
+            persona=args.persona, direction=args.direction, since=since, limit=args.limit or None
+        )
+    if args.format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    elif args.format == "csv":
+        buf = io.StringIO()
+        fields = list(rows[0]) if rows else ["id", "ts", "direction", "persona", "text"]
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_lines=False, header_style="bold")
+        for col in ("ts", "dir", "persona", "platform", "chat", "user", "text", "rule", "ms"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                (r["ts"] or "")[:19].replace("T", " "),
+                r["direction"],
+                r["persona"] or "",
+                r["platform"] or "",
+                r["chat"] or "",
+                r["user_name"] or r["user"] or "",
+                r["text"] or (r["event"] or ""),
+                Path(r["rule"]).name if r["rule"] else "",
+                "" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}",
+            )
+        # Piped output keeps whole lines rather than wrapping at 80 columns.
+        Console(highlight=False, width=None if sys.stdout.isatty() else 240).print(table)
+    return 0

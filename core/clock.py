@@ -1,0 +1,75 @@
+"""One clock under everything that waits: the system clock, or a virtual mission clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the engine and scheduler need of time."""
+
+    def now(self) -> datetime:
+        """Current (mission) time, timezone-aware UTC."""
+        ...
+
+    async def sleep_until(self, when: datetime) -> None:
+        """Return once :meth:`now` has reached ``when``."""
+        ...
+
+
+class SystemClock:
+    """Real time."""
+
+    def now(self) -> datetime:
+        """The wall clock, UTC."""
+        return datetime.now(UTC)
+
+    async def sleep_until(self, when: datetime) -> None:
+        """Sleep in real time until ``when``."""
+        delay = (when - self.now()).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class VirtualClock:
+    """Mission time that starts at ``start`` and runs ``speed`` times faster than real time.
+
+    ``speed=None`` means as fast as possible: sleeping jumps straight to the
+    target time, so a replay is limited only by the work it does.
+    """
+
+    def __init__(self, start: datetime, speed: float | None = None) -> None:
+        if start.tzinfo is None:
+            raise ValueError("the virtual clock needs a timezone-aware start time")
+        if speed is not None and speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
+        self._anchor = start.astimezone(UTC)
+        self._real0 = time.monotonic()
+
+    def now(self) -> datetime:
+        """Current mission time."""
+        if self.speed is None:
+            return self._anchor
+        elapsed = (time.monotonic() - self._real0) * self.speed
+        return self._anchor + timedelta(seconds=elapsed)
+
+    def jump(self, when: datetime) -> None:
+        """Set mission time to ``when`` (keeps running at the same speed from there)."""
+        self._anchor = when.astimezone(UTC)
+        self._real0 = time.monotonic()
+
+    async def sleep_until(self, when: datetime) -> None:
+        """At max speed: jump. Otherwise sleep the scaled real time."""
+        if self.speed is None:
+            if when > self._anchor:
+                self._anchor = when
+            await asyncio.sleep(0)  # let other tasks run between events
+            return
+        delay = (when - self.now()).total_seconds() / self.speed
+        if delay > 0:
+            await asyncio.sleep(delay)

@@ -1,0 +1,498 @@
+"""The engine: hosts personas, answers messages, reacts to events, keeps state.
+
+It does no I/O of its own besides queueing log rows and state changes in the
+:class:`~personae.store.Store`; delivering what it returns is the runtime's job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .messages import Event, Incoming, Outgoing
+from .persona import Action, Persona
+from .router import parse_command
+from .scheduler import Scheduler
+from .store import LogRow, Store
+from .templates import Dialect, TemplateRenderError, Text, days_since
+
+Sink = Callable[[list[Outgoing]], Awaitable[None]]
+
+
+class EngineError(Exception):
+    """A problem while reacting (an emit loop, an unknown persona)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A runtime problem the engine logged instead of crashing (see :attr:`Engine.problems`)."""
+
+    persona: str
+    where: str
+    message: str
+
+
+_COERCE: dict[type, Callable[[str], Any]] = {
+    bool: lambda s: s.strip().lower() in ("1", "true", "yes", "on"),
+    int: lambda s: int(float(s)),
+    float: float,
+}
+
+
+class Engine:
+    """One engine, many personas.
+
+    :param personas: compiled personas by id.
+    :param store: where log rows and state go; ``None`` keeps state in memory only.
+    :param clock: mission/system clock templates see as ``now``.
+    :param scheduler: runs delayed reactions; without one, delays are applied at once.
+    :param sink: receives output produced later (delayed reactions).
+    :param platforms: dialect of each platform messages are rendered for.
+    :param voices: platforms each persona speaks on (default: all of ``platforms``).
+    :param seed: base seed of every random pick, for reproducible runs.
+    :param max_depth: bound on ``emit`` chains.
+    """
+
+    def __init__(
+        self,
+        personas: Mapping[str, Persona],
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        scheduler: Scheduler | None = None,
+        sink: Sink | None = None,
+        platforms: Mapping[str, Dialect] | None = None,
+        voices: Mapping[str, Sequence[str]] | None = None,
+        seed: int = 0,
+        max_depth: int = 8,
+        run: str | None = None,
+    ) -> None:
+        self.personas: dict[str, Persona] = dict(personas)
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.scheduler = scheduler
+        self.sink = sink
+        self.platforms: dict[str, Dialect] = dict(platforms or {"console": "plain"})
+        self.voices = {k: tuple(v) for k, v in (voices or {}).items()}
+        self.seed = seed
+        self.max_depth = max_depth
+        self.run = run
+        self.problems: list[Problem] = []
+        self._state: dict[str, dict[str, Any]] = {}
+        self._chat_state: dict[tuple[str, str], dict[str, Any]] = {}
+        self._counters: dict[str, int] = {}
+
+    # -- lifecycle
+
+    async def restore(self) -> None:
+        """Load persisted state from the store (persona-wide and per chat)."""
+        if self.store is None:
+            return
+        for (persona, scope, chat), data in (await self.store.load_states()).items():
+            if persona not in self.personas:
+                continue
+            if scope == "persona":
+                self.state(persona).update(_known(data, self.personas[persona].state))
+            else:
+                self.chat_state(persona, chat).update(_known(data, self.personas[persona].chat_state))
+
+    def reload(self, personas: Mapping[str, Persona]) -> None:
+        """Swap in new persona versions, keeping state (keys the new version dropped are dropped)."""
+        self.personas = dict(personas)
+        for pid in list(self._state):
+            if pid in self.personas:
+                old = self._state[pid]
+                self._state[pid] = {**self.personas[pid].state, **_known(old, self.personas[pid].state)}
+
+    def state(self, persona: str) -> dict[str, Any]:
+        """Live persona-wide state of ``persona``."""
+        st = self._state.get(persona)
+        if st is None:
+            st = self._state[persona] = dict(self.personas[persona].state)
+        return st
+
+    def chat_state(self, persona: str, chat: str) -> dict[str, Any]:
+        """Live state of ``persona`` in one chat (``platform:chat``)."""
+        key = (persona, chat)
+        st = self._chat_state.get(key)
+        if st is None:
+            st = self._chat_state[key] = dict(self.personas[persona].chat_state)
+        return st
+
+    def speaks_on(self, persona: str) -> tuple[str, ...]:
+        """Platforms ``persona`` is rendered for when it broadcasts."""
+        return self.voices.get(persona) or tuple(self.platforms)
+
+    # -- messages
+
+    async def handle(self, incoming: Incoming) -> list[Outgoing]:
+        """Answer one user message: first matching rule, else fallback. Never raises on user text."""
+        t0 = time.perf_counter()
+        persona = self.personas.get(incoming.persona)
+        if persona is None:
+            raise EngineError(f"unknown persona '{incoming.persona}'")
+        text = incoming.text
+        command = parse_command(text, persona.router.prefixes)
+        now = self.clock.now()
+        if (
+            command is not None
+            and command.bot
+            and incoming.bot_username
+            and command.bot.lower() != incoming.bot_username.lower()
+        ):
+            self._log_in(incoming, now, "ignored: addressed to another bot")
+            return []
+        chat_key = f"{incoming.platform}:{incoming.chat.id}"
+        chat_state = self.chat_state(persona.id, chat_key)
+        ctx: dict[str, Any] = {
+            "state": self.state(persona.id),
+            "persona": _persona_view(persona),
+            "now": now,
+            "chat": {
+                "id": incoming.chat.id,
+                "type": incoming.chat.type,
+                "title": incoming.chat.title,
+                "state": chat_state,
+            },
+            "user": {"id": incoming.user.id, "name": incoming.user.name, "username": incoming.user.username},
+            "message": {"text": text, "args": command.args if command else ""},
+            "days_since": lambda start: days_since(start, ctx["now"]),
+        }
+        router = persona.router
+        chosen: Action | None = None
+        for index in router.candidates(text, command):
+            hit = router.hit(index, text, command)
+            if hit is None:
+                continue
+            action = persona.replies[index]
+            ctx["match"] = hit.groups
+            ctx["message"]["args"] = hit.args
+            if action.condition is not None and not self._holds(persona, action, ctx):
+                continue
+            chosen = action
+            break
+        if chosen is None:
+            chosen = persona.fallback
+            ctx["match"] = {}
+        self._log_in(incoming, now, None)
+        if chosen is None:
+            return []
+        seed = self._seed(persona.id, chosen.name)
+        self._bind_phrase(persona, ctx, seed)
+        platform = incoming.platform
+        dialect = self.platforms.get(platform, "plain")
+        try:
+            self._assign(persona, chosen, ctx, chat_key)
+            say = self._render(chosen.variants(platform), ctx, seed, dialect)
+        except TemplateRenderError as exc:
+            self._problem(persona, chosen, str(exc), incoming=incoming)
+            return []
+        out: list[Outgoing] = []
+        if say:
+            reply = Outgoing(
+                persona.id,
+                platform,
+                incoming.chat.id,
+                say,
+                incoming.message_id,
+                chosen.where,
+                seed,
+                key=f"reply:{incoming.platform}:{incoming.chat.id}:{incoming.message_id or seed}",
+                at=now,
+            )
+            out.append(reply)
+            if self.store is not None:
+                self.store.log(
+                    LogRow(
+                        "out",
+                        persona.id,
+                        platform,
+                        incoming.chat.id,
+                        incoming.user.id,
+                        None,
+                        say,
+                        chosen.where,
+                        seed,
+                        round((time.perf_counter() - t0) * 1000, 3),
+                        "ok",
+                        None,
+                        self.run,
+                        now,
+                    )
+                )
+        if chosen.emit:
+            out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}"))
+        return out
+
+    # -- events
+
+    async def dispatch(self, event: Event) -> list[Outgoing]:
+        """React to ``event`` with every persona that handles it (or only ``event.persona``)."""
+        if event.depth > self.max_depth:
+            chain = event.key or event.name
+            raise EngineError(f"emit chain deeper than {self.max_depth} at '{event.name}' ({chain}): is there a loop?")
+        if self.store is not None:
+            self.store.log(
+                LogRow(
+                    "event",
+                    event.persona,
+                    None,
+                    None,
+                    None,
+                    None,
+                    json.dumps(dict(event.data), default=str, ensure_ascii=False),
+                    None,
+                    None,
+                    None,
+                    event.source,
+                    event.name,
+                    self.run,
+                    event.at,
+                )
+            )
+        targets: Iterable[Persona]
+        if event.persona is not None:
+            p = self.personas.get(event.persona)
+            targets = [p] if p is not None else []
+        else:
+            targets = self.personas.values()
+        out: list[Outgoing] = []
+        for persona in targets:
+            action = persona.events.get(event.name)
+            if action is None:
+                continue
+            if action.delay and self.scheduler is not None:
+                self._later(event.at + action.delay, persona, action, event)
+                continue
+            out.extend(await self.react(persona, action, event))
+        return out
+
+    async def react(self, persona: Persona, action: Action, event: Event) -> list[Outgoing]:
+        """Run one event reaction (or schedule entry) of ``persona`` now."""
+        ctx = self._event_context(persona, event)
+        if action.condition is not None and not self._holds(persona, action, ctx):
+            return []
+        seed = _crc(f"{self.seed}:{persona.id}:{action.name}:{event.key or self._tick(persona.id + action.name)}")
+        self._bind_phrase(persona, ctx, seed)
+        out: list[Outgoing] = []
+        try:
+            self._assign(persona, action, ctx, None)
+            for platform in self.speaks_on(persona.id):
+                say = self._render(action.variants(platform), ctx, seed, self.platforms.get(platform, "plain"))
+                if not say:
+                    continue
+                out.append(
+                    Outgoing(
+                        persona.id,
+                        platform,
+                        None,
+                        say,
+                        None,
+                        action.where,
+                        seed,
+                        event.name,
+                        key=f"{event.key or event.name}|{persona.id}|{platform}",
+                        at=ctx["now"],
+                    )
+                )
+        except TemplateRenderError as exc:
+            self._problem(persona, action, str(exc))
+            return out
+        if self.store is not None:
+            for o in out:
+                self.store.log(
+                    LogRow(
+                        "out",
+                        persona.id,
+                        o.platform,
+                        None,
+                        None,
+                        None,
+                        o.text,
+                        action.where,
+                        seed,
+                        None,
+                        "ok",
+                        event.name,
+                        self.run,
+                        ctx["now"],
+                    )
+                )
+        if action.emit:
+            out.extend(await self._emit(persona, action, ctx, event.depth, event.key or event.name))
+        return out
+
+    def _event_context(self, persona: Persona, event: Event) -> dict[str, Any]:
+        now = self.clock.now()
+        ctx: dict[str, Any] = {
+            "state": self.state(persona.id),
+            "persona": _persona_view(persona),
+            "now": now,
+            "event": {**event.data, "name": event.name, "at": event.at},
+            "days_since": lambda start: days_since(start, now),
+        }
+        return ctx
+
+    def _later(self, when: datetime, persona: Persona, action: Action, event: Event) -> None:
+        assert self.scheduler is not None
+
+        async def fire() -> None:
+            out = await self.react(persona, action, replace(event, at=when))
+            if out and self.sink is not None:
+                await self.sink(out)
+
+        self.scheduler.call_at(when, fire)
+
+    async def _emit(
+        self, persona: Persona, action: Action, ctx: dict[str, Any], depth: int, parent: str
+    ) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        now = ctx["now"]
+        for spec in action.emit:
+            try:
+                data = {k: v.render(ctx) if isinstance(v, Text) else v for k, v in spec.data.items()}
+            except TemplateRenderError as exc:
+                self._problem(persona, action, str(exc))
+                continue
+            at = now + spec.delay if spec.delay else now
+            ev = Event(spec.event, at, data, f"emit:{persona.id}", None, depth + 1, f"{parent}>{spec.event}")
+            if spec.delay and self.scheduler is not None:
+                self._later_event(ev)
+                continue
+            try:
+                out.extend(await self.dispatch(ev))
+            except EngineError as exc:
+                self._problem(persona, action, str(exc))
+        return out
+
+    def _later_event(self, ev: Event) -> None:
+        assert self.scheduler is not None
+
+        async def fire() -> None:
+            out = await self.dispatch(ev)
+            if out and self.sink is not None:
+                await self.sink(out)
+
+        self.scheduler.call_at(ev.at, fire)
+
+    # -- helpers
+
+    def _holds(self, persona: Persona, action: Action, ctx: Mapping[str, Any]) -> bool:
+        assert action.condition is not None
+        try:
+            return bool(action.condition(**ctx))
+        except Exception as exc:  # a condition is author code: report, treat as false
+            self._problem(persona, action, f"condition failed: {type(exc).__name__}: {exc}")
+            return False
+
+    def _render(self, options: Sequence[Text], ctx: Mapping[str, Any], seed: int, dialect: Dialect) -> str:
+        if not options:
+            return ""
+        return options[seed % len(options)].render(ctx, dialect)
+
+    def _assign(self, persona: Persona, action: Action, ctx: Mapping[str, Any], chat_key: str | None) -> None:
+        if not action.assign:
+            return
+        changes: dict[str, dict[str, Any]] = {}
+        for a in action.assign:
+            target = self.state(persona.id) if a.scope == "persona" else self.chat_state(persona.id, chat_key or "")
+            initial = (persona.state if a.scope == "persona" else persona.chat_state).get(a.key)
+            value = a.value.render(ctx) if isinstance(a.value, Text) else a.value
+            if isinstance(value, str) and initial is not None and not isinstance(initial, str):
+                try:
+                    value = _COERCE[type(initial)](value)
+                except (KeyError, ValueError) as exc:
+                    raise TemplateRenderError(f"set {a.key}: '{value}' is not a {type(initial).__name__}") from exc
+            changes.setdefault(a.scope, {})[a.key] = value
+        # Apply after all values are computed, so `set` templates all see the old state.
+        for scope, values in changes.items():
+            target = self.state(persona.id) if scope == "persona" else self.chat_state(persona.id, chat_key or "")
+            target.update(values)
+            if self.store is not None:
+                self.store.save_state(persona.id, scope, (chat_key or "") if scope == "chat" else "", target)
+
+    def _bind_phrase(self, persona: Persona, ctx: dict[str, Any], seed: int) -> None:
+        calls = [0]
+
+        def phrase(bank: str) -> str:
+            options = persona.phrases.get(bank)
+            if not options:
+                raise TemplateRenderError(f"unknown phrase bank '{bank}'")
+            calls[0] += 1
+            if calls[0] > 50:
+                raise TemplateRenderError("phrase() called too often (a phrase that calls itself?)")
+            pick = _crc(f"{seed}:{bank}:{calls[0]}") % len(options)
+            return options[pick].render(ctx)
+
+        ctx["phrase"] = phrase
+
+    def _seed(self, persona: str, rule: str) -> int:
+        return _crc(f"{self.seed}:{persona}:{rule}:{self._tick(persona + rule)}")
+
+    def _tick(self, key: str) -> int:
+        n = self._counters.get(key, 0)
+        self._counters[key] = n + 1
+        return n
+
+    def _log_in(self, incoming: Incoming, now: datetime, status: str | None) -> None:
+        if self.store is None:
+            return
+        self.store.log(
+            LogRow(
+                "in",
+                incoming.persona,
+                incoming.platform,
+                incoming.chat.id,
+                incoming.user.id,
+                incoming.user.name,
+                incoming.text,
+                None,
+                None,
+                None,
+                status or "ok",
+                None,
+                self.run,
+                now,
+            )
+        )
+
+    def _problem(self, persona: Persona, action: Action, message: str, *, incoming: Incoming | None = None) -> None:
+        self.problems.append(Problem(persona.id, action.where, message))
+        del self.problems[:-100]
+        if self.store is not None:
+            self.store.log(
+                LogRow(
+                    "out",
+                    persona.id,
+                    incoming.platform if incoming else None,
+                    incoming.chat.id if incoming else None,
+                    None,
+                    None,
+                    None,
+                    action.where,
+                    None,
+                    None,
+                    f"error: {message}",
+                    None,
+                    self.run,
+                    self.clock.now(),
+                )
+            )
+
+
+def _persona_view(p: Persona) -> dict[str, str]:
+    return {"id": p.id, "name": p.name, "description": p.description, "locale": p.locale}
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def _known(data: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k in declared}

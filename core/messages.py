@@ -1,0 +1,78 @@
+"""The values that flow through the engine: who spoke, where, and what is said back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """Someone who writes to a persona."""
+
+    id: str
+    name: str
+    username: str | None = None
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A conversation: a private chat, a group or a channel."""
+
+    id: str
+    type: str = "private"
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message a user sent to ``persona`` on ``platform``."""
+
+    persona: str
+    platform: str
+    chat: Chat
+    user: User
+    text: str
+    message_id: str | None = None
+    #: The bot's own username, so ``/cmd@OtherBot`` is recognised as not ours.
+    bot_username: str | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened: a timeline milestone, an emit, a scheduled tick."""
+
+    name: str
+    at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "event"
+    #: Only this persona reacts when set; otherwise every persona handling ``name``.
+    persona: str | None = None
+    #: How many ``emit`` hops led here; bounded by the engine.
+    depth: int = 0
+    #: Stable identity, used for idempotency keys in the outbox.
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message the engine wants delivered.
+
+    ``chat`` is ``None`` for a broadcast: the runtime fans it out to subscribers
+    and configured channels of every adapter serving ``persona`` on ``platform``.
+    """
+
+    persona: str
+    platform: str
+    chat: str | None
+    text: str
+    reply_to: str | None = None
+    rule: str = ""
+    seed: int = 0
+    event: str | None = None
+    key: str = ""
+    at: datetime | None = None

@@ -1,0 +1,77 @@
+"""A compiled persona: immutable, ready to answer. Built by :mod:`personae.loader`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .router import Router
+from .schema import PersonaFile
+from .templates import Text
+
+
+@dataclass(frozen=True, slots=True)
+class EmitAction:
+    """Raise ``event`` with ``data`` (values may be templates), maybe later."""
+
+    event: str
+    data: Mapping[str, Text | Any]
+    delay: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """``set:`` of one key, persona-wide (``scope='persona'``) or per chat (``'chat'``)."""
+
+    scope: str
+    key: str
+    value: Text | Any
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a rule, event reaction, fallback or schedule entry does when it fires."""
+
+    name: str
+    where: str
+    say: tuple[Text, ...] = ()
+    platforms: Mapping[str, tuple[Text, ...]] = field(default_factory=dict)
+    assign: tuple[Assignment, ...] = ()
+    emit: tuple[EmitAction, ...] = ()
+    condition: Callable[..., Any] | None = None
+    delay: timedelta | None = None
+
+    def variants(self, platform: str) -> tuple[Text, ...]:
+        """The ``say`` options for ``platform`` (its variant, else the default)."""
+        return self.platforms.get(platform) or self.say
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A cron entry: fires ``event`` on the clock and runs ``action``."""
+
+    cron: str
+    event: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A persona ready to run. Immutable: reloading builds a new one."""
+
+    id: str
+    name: str
+    description: str
+    locale: str
+    file: str
+    state: Mapping[str, Any]
+    chat_state: Mapping[str, Any]
+    phrases: Mapping[str, tuple[Text, ...]]
+    events: Mapping[str, Action]
+    replies: tuple[Action, ...]
+    router: Router
+    fallback: Action | None
+    schedule: tuple[Scheduled, ...]
+    spec: PersonaFile

@@ -1,0 +1,195 @@
+"""Pick the reply rule for a message, without scanning every rule.
+
+Commands, exact phrases and keywords are dictionary look-ups built at load
+time. Regex rules are pre-filtered by a literal every match must contain
+(indexed by its first three characters), so only plausible patterns run.
+Candidates are then tried in file order: the first whose condition holds wins.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The regex parser is private (3.11+); it only feeds the pre-filter, and any
+# failure there falls back to running the pattern on every message.
+import re._constants as _sre_c  # type: ignore[import-not-found]
+import re._parser as _sre_p  # type: ignore[import-not-found]
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .text import fold, squash, words
+
+_COMMAND = re.compile(r"^\s*([/!])([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What a rule listens for (exactly one kind is set)."""
+
+    commands: tuple[str, ...] = ()
+    exact: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    regex: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed command message: ``/name@bot args``."""
+
+    name: str
+    bot: str | None
+    args: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A rule that matched: its index, and what the template can see of the match."""
+
+    index: int
+    groups: dict[str, Any]
+    args: str
+
+
+def parse_command(text: str, prefixes: str = "/") -> Command | None:
+    """Parse ``/status@Bot arg1 arg2``; ``None`` when ``text`` is not a command."""
+    m = _COMMAND.match(text)
+    if m is None or m.group(1) not in prefixes:
+        return None
+    return Command(m.group(2).lower(), m.group(3), (m.group(4) or "").strip())
+
+
+def required_literal(pattern: re.Pattern[str]) -> str | None:
+    """The longest run of literal characters every match of ``pattern`` contains.
+
+    Only the top-level sequence is inspected: anything optional, repeated or
+    alternated breaks a run, so the literal is truly required. Returns ``None``
+    when there is no run of at least three characters.
+    """
+    try:
+        parsed = _sre_p.parse(pattern.pattern, pattern.flags)
+    except Exception:
+        return None
+    best = ""
+    run: list[str] = []
+
+    def flush() -> None:
+        nonlocal best, run
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+
+    for op, arg in _flatten(list(parsed)):
+        if op is _sre_c.LITERAL:
+            run.append(chr(arg))
+        elif op is _sre_c.AT:
+            continue  # \b, ^, $ consume nothing: the run goes on
+        else:
+            flush()
+    flush()
+    return best if len(best) >= 3 else None
+
+
+def _flatten(items: list[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    for op, arg in items:
+        # A plain group with a single alternative is transparent.
+        if op is _sre_c.SUBPATTERN and arg[1] == 0 and arg[2] == 0:
+            yield from _flatten(list(arg[3]))
+        else:
+            yield op, arg
+
+
+class Router:
+    """Index of one persona's reply triggers."""
+
+    def __init__(self, triggers: Sequence[Trigger], *, prefixes: str = "/!") -> None:
+        self.prefixes = prefixes
+        self._commands: dict[str, list[int]] = {}
+        self._exact: dict[str, list[int]] = {}
+        self._words: dict[str, list[int]] = {}
+        self._phrases: dict[str, list[tuple[int, str]]] = {}
+        self._regex: dict[int, re.Pattern[str]] = {}
+        self._tri_icase: dict[str, list[tuple[int, str]]] = {}
+        self._tri_case: dict[str, list[tuple[int, str]]] = {}
+        self._regex_always: list[int] = []
+        for i, t in enumerate(triggers):
+            for c in t.commands:
+                self._commands.setdefault(c.lower().lstrip("/!"), []).append(i)
+            for e in t.exact:
+                self._exact.setdefault(squash(e), []).append(i)
+            for k in t.keywords:
+                kw = words(k)
+                if len(kw) == 1:
+                    self._words.setdefault(kw[0], []).append(i)
+                elif kw:
+                    self._phrases.setdefault(kw[0], []).append((i, " " + " ".join(kw) + " "))
+            if t.regex is not None:
+                self._add_regex(i, t.regex)
+
+    def _add_regex(self, i: int, rx: re.Pattern[str]) -> None:
+        self._regex[i] = rx
+        literal = required_literal(rx)
+        if literal is None:
+            self._regex_always.append(i)
+        elif rx.flags & re.IGNORECASE:
+            if literal.isascii():
+                low = literal.lower()
+                self._tri_icase.setdefault(low[:3], []).append((i, low))
+            else:
+                self._regex_always.append(i)
+        else:
+            self._tri_case.setdefault(literal[:3], []).append((i, literal))
+
+    def candidates(self, text: str, command: Command | None) -> list[int]:
+        """Indices of rules that may match ``text``, in file order."""
+        found: set[int] = set()
+        if command is not None:
+            found.update(self._commands.get(command.name, ()))
+        if self._exact:
+            found.update(self._exact.get(squash(text), ()))
+        if self._words or self._phrases:
+            toks = words(text)
+            lookup = self._words.get
+            for w in toks:
+                hit = lookup(w)
+                if hit:
+                    found.update(hit)
+            if self._phrases:
+                joined = None
+                for w in set(toks).intersection(self._phrases):
+                    joined = joined or " " + " ".join(toks) + " "
+                    found.update(i for i, p in self._phrases[w] if p in joined)
+        if self._regex:
+            found.update(self._regex_candidates(text))
+        return sorted(found)
+
+    def _regex_candidates(self, text: str) -> Iterable[int]:
+        out = list(self._regex_always)
+        if self._tri_icase and not text.isascii():
+            # Case-insensitive regex matching folds some non-ASCII letters onto
+            # ASCII ones (the Kelvin sign matches 'k'); the pre-filter cannot see that.
+            out.extend(i for entries in self._tri_icase.values() for i, _ in entries)
+        elif self._tri_icase:
+            low = text.lower()
+            grams = {low[j : j + 3] for j in range(len(low) - 2)}
+            for g in grams.intersection(self._tri_icase):
+                out.extend(i for i, lit in self._tri_icase[g] if lit in low)
+        if self._tri_case:
+            grams = {text[j : j + 3] for j in range(len(text) - 2)}
+            for g in grams.intersection(self._tri_case):
+                out.extend(i for i, lit in self._tri_case[g] if lit in text)
+        return out
+
+    def hit(self, index: int, text: str, command: Command | None) -> Hit | None:
+        """Confirm rule ``index`` against ``text``; regex rules run their pattern here."""
+        rx = self._regex.get(index)
+        if rx is None:
+            return Hit(index, {}, command.args if command else "")
+        m = rx.search(text)
+        if m is None:
+            return None
+        groups = {k: v for k, v in m.groupdict().items() if v is not None}
+        return Hit(index, groups, command.args if command else "")
+
+
+__all__ = ["Command", "Hit", "Router", "Trigger", "fold", "parse_command", "required_literal"]

@@ -1,0 +1,117 @@
+"""Run callbacks at instants of a :class:`~personae.clock.Clock`, in a deterministic order.
+
+Items at the same instant run in the order they were scheduled. Recurring
+items (cron) do not keep a finite run alive: :meth:`Scheduler.run` with
+``until_idle=True`` returns once only recurring items remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .clock import Clock
+
+Callback = Callable[[], Awaitable[None]]
+
+
+@dataclass(order=True)
+class _Item:
+    when: datetime
+    seq: int
+    callback: Callback = field(compare=False)
+    recurring: bool = field(default=False, compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class Handle:
+    """Returned by :meth:`Scheduler.call_at`; lets the caller cancel the item."""
+
+    def __init__(self, item: _Item) -> None:
+        self._item = item
+
+    def cancel(self) -> None:
+        """Do not run this item."""
+        self._item.cancelled = True
+
+    @property
+    def when(self) -> datetime:
+        """When the item is due."""
+        return self._item.when
+
+
+class Scheduler:
+    """A heap of timed callbacks driven by one clock."""
+
+    def __init__(self, clock: Clock, *, on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.clock = clock
+        self._heap: list[_Item] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+        self._on_error = on_error
+        self._finite = 0
+
+    def call_at(self, when: datetime, callback: Callback, *, recurring: bool = False) -> Handle:
+        """Run ``callback`` when the clock reaches ``when``."""
+        item = _Item(when, next(self._seq), callback, recurring)
+        heapq.heappush(self._heap, item)
+        if not recurring:
+            self._finite += 1
+        self._changed.set()
+        return Handle(item)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def next_due(self) -> datetime | None:
+        """When the earliest pending item is due."""
+        return self._heap[0].when if self._heap else None
+
+    async def run(self, *, until: datetime | None = None, until_idle: bool = False) -> None:
+        """Run items as they fall due.
+
+        Stops when the next item is after ``until``, or (``until_idle``) when no
+        non-recurring item is left; otherwise runs until cancelled.
+        """
+        while True:
+            if until_idle and self._finite == 0:
+                return
+            if not self._heap:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            item = self._heap[0]
+            if until is not None and item.when > until:
+                return
+            if item.when > self.clock.now():
+                self._changed.clear()
+                sleeper = asyncio.ensure_future(self.clock.sleep_until(item.when))
+                changed = asyncio.ensure_future(self._changed.wait())
+                try:
+                    await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for fut in (sleeper, changed):
+                        if not fut.done():
+                            fut.cancel()
+                if not sleeper.done() or sleeper.cancelled():
+                    continue  # something earlier was scheduled meanwhile; look again
+                if self._heap and self._heap[0] is not item:
+                    continue
+            heapq.heappop(self._heap)
+            if not item.recurring:
+                self._finite -= 1
+            if item.cancelled:
+                continue
+            try:
+                await item.callback()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._on_error is None:
+                    raise
+                self._on_error(exc)

@@ -1,0 +1,169 @@
+"""The persona language as pydantic models: the single source of validation and JSON Schema."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+IDENT = r"^[a-z][a-z0-9_-]*$"
+EVENT = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
+PLATFORMS = ("console", "telegram", "discord", "mastodon", "slack", "matrix", "webhook")
+
+Ident = Annotated[str, StringConstraints(pattern=IDENT, max_length=64)]
+EventName = Annotated[str, StringConstraints(pattern=EVENT, max_length=128)]
+Scalar = str | int | float | bool | None
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """``90s``, ``2m``, ``1.5h``, ``3d``, or a number of seconds, as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90s, 2m, 1h or 3d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration (use e.g. 90s, 2m, 1h, 3d)")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _as_emit_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [{"event": value}]
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [{"event": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+Say = Annotated[
+    list[Annotated[str, StringConstraints(max_length=20_000)]],
+    BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
+    Field(min_length=1),
+]
+Words = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1)]],
+    BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
+    Field(min_length=1),
+]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration, json_schema_input_type=str | float)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EmitSpec(_Strict):
+    """Raise another event, optionally later in mission time."""
+
+    event: EventName
+    data: dict[str, Any] = Field(default_factory=dict)
+    delay: Duration | None = None
+
+
+Emits = Annotated[
+    list[EmitSpec],
+    BeforeValidator(_as_emit_list, json_schema_input_type=EventName | EmitSpec | list[EventName | EmitSpec]),
+]
+
+
+class Reaction(_Strict):
+    """What a persona does: say something, change state, raise events."""
+
+    say: Say | None = None
+    set: dict[str, Any] = Field(default_factory=dict)
+    platforms: dict[str, Say] = Field(default_factory=dict)
+    emit: Emits = Field(default_factory=list)
+    if_: str | None = Field(default=None, alias="if", description="Jinja expression; react only when true")
+    delay: Duration | None = None
+
+    @model_validator(mode="after")
+    def _known_platforms(self) -> Reaction:
+        for name in self.platforms:
+            if name not in PLATFORMS:
+                raise ValueError(f"unknown platform '{name}' (known: {', '.join(PLATFORMS)})")
+        return self
+
+
+class When(_Strict):
+    """A reply trigger: exactly one of the four kinds."""
+
+    command: Words | None = None
+    regex: str | None = None
+    keywords: Words | None = None
+    exact: Words | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> When:
+        given = [k for k in ("command", "regex", "keywords", "exact") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of command, regex, keywords, exact"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class Reply(Reaction):
+    """A reply rule; the first that matches (in file order) answers."""
+
+    when: When
+
+
+class ScheduleEntry(Reaction):
+    """A recurring post on the (possibly virtual) clock, in UTC."""
+
+    cron: str
+    event: EventName | None = Field(default=None, description="name of the synthetic event (default: schedule)")
+
+
+class PersonaFile(_Strict):
+    """A persona script (one YAML file)."""
+
+    persona: Ident
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    description: str = ""
+    locale: str = "en"
+    state: dict[str, Scalar] = Field(default_factory=dict)
+    chat_state: dict[str, Scalar] = Field(default_factory=dict)
+    phrases: dict[str, Say] = Field(default_factory=dict)
+    events: dict[EventName, Reaction] = Field(default_factory=dict)
+    replies: list[Reply] = Field(default_factory=list)
+    fallback: Reaction | None = None
+    schedule: list[ScheduleEntry] = Field(default_factory=list)
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    """The keys an author may write for ``model`` (aliases where defined)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of persona files, for editors."""
+    schema = PersonaFile.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "personae persona script"
+    return schema

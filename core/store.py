@@ -1,0 +1,508 @@
+"""The SQLite store: interaction log, persona state, outbox, subscriptions, replays.
+
+One aiosqlite connection in WAL mode. Log rows and state changes are queued
+in memory and written in batches by a writer task, so logging never limits
+throughput; :meth:`Store.close` flushes everything that was queued. The outbox
+is written through at once, because delivery guarantees depend on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE interactions (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('in', 'out', 'event')),
+        persona TEXT,
+        platform TEXT,
+        chat TEXT,
+        user TEXT,
+        user_name TEXT,
+        text TEXT,
+        rule TEXT,
+        seed INTEGER,
+        latency_ms REAL,
+        status TEXT,
+        event TEXT,
+        run TEXT,
+        mission_time TEXT
+    );
+    CREATE INDEX interactions_ts ON interactions (ts);
+    CREATE INDEX interactions_persona_ts ON interactions (persona, ts);
+    CREATE TABLE state (
+        persona TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        chat TEXT NOT NULL DEFAULT '',
+        data TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        PRIMARY KEY (persona, scope, chat)
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        run TEXT,
+        persona TEXT NOT NULL,
+        adapter TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        text TEXT NOT NULL,
+        reply_to TEXT,
+        event TEXT,
+        rule TEXT,
+        mission_time TEXT,
+        created TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        sent_at TEXT,
+        receipt TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (status, id);
+    CREATE TABLE subscriptions (
+        adapter TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        persona TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (adapter, chat)
+    );
+    CREATE TABLE replays (
+        run TEXT PRIMARY KEY,
+        timeline TEXT NOT NULL,
+        options TEXT NOT NULL,
+        started TEXT NOT NULL,
+        position TEXT,
+        status TEXT NOT NULL DEFAULT 'running'
+    );
+    """,
+}
+
+
+class StoreError(Exception):
+    """The database cannot be used (not SQLite, read-only, unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One row of the interaction log."""
+
+    direction: str
+    persona: str | None = None
+    platform: str | None = None
+    chat: str | None = None
+    user: str | None = None
+    user_name: str | None = None
+    text: str | None = None
+    rule: str | None = None
+    seed: int | None = None
+    latency_ms: float | None = None
+    status: str | None = None
+    event: str | None = None
+    run: str | None = None
+    mission_time: datetime | None = None
+    ts: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message waiting in (or delivered from) the outbox."""
+
+    id: int
+    key: str
+    run: str | None
+    persona: str
+    adapter: str
+    chat: str
+    text: str
+    reply_to: str | None
+    event: str | None
+    rule: str | None
+    mission_time: str | None
+    status: str
+    attempts: int
+
+
+_LOG_SQL = (
+    "INSERT INTO interactions (ts, direction, persona, platform, chat, user, user_name, text, rule,"
+    " seed, latency_ms, status, event, run, mission_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_STATE_SQL = (
+    "INSERT INTO state (persona, scope, chat, data, updated) VALUES (?,?,?,?,?)"
+    " ON CONFLICT (persona, scope, chat) DO UPDATE SET data = excluded.data, updated = excluded.updated"
+)
+_OUTBOX_COLS = "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts"
+
+
+def utcnow() -> str:
+    """Current UTC time as ISO 8601 text."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class Store:
+    """Async SQLite store. Use ``async with Store(path) as store:``."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readonly: bool = False,
+        batch_size: int = 2000,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._db: aiosqlite.Connection | None = None
+        self._rows: list[tuple[Any, ...]] = []
+        self._states: dict[tuple[str, str, str], str] = {}
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle
+
+    async def __aenter__(self) -> Store:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> Store:
+        """Connect, check the file is SQLite and writable, and migrate the schema."""
+        if self.readonly and not self.path.exists():
+            raise StoreError(f"{self.path}: no such database")
+        if not self.readonly and not self.path.parent.exists():
+            raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
+        try:
+            if self.readonly:
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                self._db = await aiosqlite.connect(uri, uri=True)
+            else:
+                self._db = await aiosqlite.connect(self.path)
+            await self._db.execute("PRAGMA busy_timeout = 5000")
+            version = (await (await self._db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+            await (await self._db.execute("SELECT count(*) FROM sqlite_master")).fetchone()
+            if not self.readonly:
+                await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._db.execute("PRAGMA synchronous = NORMAL")
+                await self._migrate(int(version))
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: database schema v{version} is newer than this personae (v{SCHEMA_VERSION})"
+                )
+        except sqlite3.DatabaseError as exc:
+            await self._abort()
+            raise StoreError(_explain(self.path, exc)) from None
+        except OSError as exc:
+            await self._abort()
+            raise StoreError(f"{self.path}: {exc.strerror or exc}") from None
+        if not self.readonly:
+            self._writer = asyncio.create_task(self._write_loop(), name="personae-store-writer")
+        return self
+
+    async def _abort(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                await self._db.close()
+            self._db = None
+
+    async def _migrate(self, version: int) -> None:
+        assert self._db is not None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: database schema v{version} is newer than this personae (v{SCHEMA_VERSION})")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await self._db.executescript(
+                "BEGIN;\n" + _MIGRATIONS[target] + f"\nPRAGMA user_version = {target};\nCOMMIT;"
+            )
+
+    async def close(self) -> None:
+        """Flush everything queued and close the connection. Safe to call twice."""
+        if self._db is None:
+            return
+        self._closing = True
+        if self._writer is not None:
+            self._wake.set()
+            await asyncio.shield(self._writer)
+            self._writer = None
+        await self.flush()
+        await self._db.close()
+        self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open connection."""
+        if self._db is None:
+            raise StoreError(f"{self.path}: store is not open")
+        return self._db
+
+    # -- batched writes
+
+    def log(self, row: LogRow) -> None:
+        """Queue a log row (written by the writer task, in batches)."""
+        self._rows.append(
+            (
+                _iso(row.ts) or utcnow(),
+                row.direction,
+                row.persona,
+                row.platform,
+                row.chat,
+                row.user,
+                row.user_name,
+                row.text,
+                row.rule,
+                row.seed,
+                row.latency_ms,
+                row.status,
+                row.event,
+                row.run,
+                _iso(row.mission_time),
+            )
+        )
+        if len(self._rows) >= self.batch_size:
+            self._wake.set()
+
+    def save_state(self, persona: str, scope: str, chat: str, data: Mapping[str, Any]) -> None:
+        """Queue the latest state of ``persona`` (scope ``persona`` or ``chat``)."""
+        self._states[(persona, scope, chat)] = json.dumps(dict(data), ensure_ascii=False, default=str)
+
+    async def _write_loop(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except sqlite3.Error:
+                # Keep the process alive; the rows stay queued and are retried next tick.
+                await asyncio.sleep(self.flush_interval)
+
+    async def flush(self) -> None:
+        """Write every queued row and state change now."""
+        if not self._rows and not self._states:
+            return
+        async with self._lock:
+            rows, self._rows = self._rows, []
+            states, self._states = self._states, {}
+            now = utcnow()
+            try:
+                if rows:
+                    await self.db.executemany(_LOG_SQL, rows)
+                if states:
+                    await self.db.executemany(_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()])
+                await self.db.commit()
+            except sqlite3.Error:
+                self._rows[:0] = rows
+                for k, v in states.items():
+                    self._states.setdefault(k, v)
+                raise
+
+    # -- state
+
+    async def load_states(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """All saved state, keyed by (persona, scope, chat)."""
+        await self.flush()
+        cur = await self.db.execute("SELECT persona, scope, chat, data FROM state")
+        return {(p, s, c): json.loads(d) for p, s, c, d in await cur.fetchall()}
+
+    # -- log queries
+
+    async def query_log(
+        self,
+        *,
+        persona: str | None = None,
+        direction: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Interaction rows, oldest first (the last ``limit`` when given)."""
+        await self.flush() if not self.readonly else None
+        where: list[str] = []
+        args: list[Any] = []
+        if persona:
+            where.append("persona = ?")
+            args.append(persona)
+        if direction:
+            where.append("direction = ?")
+            args.append(direction)
+        if since:
+            where.append("ts >= ?")
+            args.append(since)
+        sql = "SELECT * FROM interactions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        try:
+            cur = await self.db.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        rows.reverse()
+        return rows
+
+    # -- outbox
+
+    async def outbox_add(self, items: Sequence[Mapping[str, Any]]) -> int:
+        """Insert messages to send; an existing idempotency ``key`` is left as is.
+
+        Returns how many were new.
+        """
+        if not items:
+            return 0
+        now = utcnow()
+        before = self.db.total_changes
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule,"
+            " mission_time, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    i["key"],
+                    i.get("run"),
+                    i["persona"],
+                    i["adapter"],
+                    i["chat"],
+                    i["text"],
+                    i.get("reply_to"),
+                    i.get("event"),
+                    i.get("rule"),
+                    i.get("mission_time"),
+                    now,
+                )
+                for i in items
+            ],
+        )
+        await self.db.commit()
+        return self.db.total_changes - before
+
+    async def outbox_pending(self, *, adapter: str | None = None, limit: int = 500) -> list[OutboxItem]:
+        """Oldest pending messages first."""
+        sql = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE status = 'pending'"
+        args: list[Any] = []
+        if adapter is not None:
+            sql += " AND adapter = ?"
+            args.append(adapter)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        cur = await self.db.execute(sql, args)
+        return [OutboxItem(*r) for r in await cur.fetchall()]
+
+    async def outbox_mark(
+        self, item_id: int, status: str, *, error: str | None = None, receipt: str | None = None
+    ) -> None:
+        """Record a delivery outcome (``sent``/``failed``) or a failed attempt (``pending``)."""
+        await self.db.execute(
+            "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, receipt = COALESCE(?, receipt),"
+            " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+            (status, error, receipt, status, utcnow(), item_id),
+        )
+        await self.db.commit()
+
+    async def outbox_counts(self, run: str | None = None) -> dict[str, int]:
+        """Outbox rows per status (for one run, if given)."""
+        sql = "SELECT status, count(*) FROM outbox"
+        args: list[Any] = []
+        if run is not None:
+            sql += " WHERE run = ?"
+            args.append(run)
+        cur = await self.db.execute(sql + " GROUP BY status", args)
+        return {s: n for s, n in await cur.fetchall()}
+
+    # -- subscriptions
+
+    async def subscribe(self, adapter: str, chat: str, persona: str) -> bool:
+        """Subscribe ``chat``; ``False`` if it already was."""
+        before = self.db.total_changes
+        await self.db.execute(
+            "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?)",
+            (adapter, chat, persona, utcnow()),
+        )
+        await self.db.commit()
+        return self.db.total_changes > before
+
+    async def unsubscribe(self, adapter: str, chat: str) -> bool:
+        """Unsubscribe ``chat``; ``False`` if it was not subscribed."""
+        before = self.db.total_changes
+        await self.db.execute("DELETE FROM subscriptions WHERE adapter = ? AND chat = ?", (adapter, chat))
+        await self.db.commit()
+        return self.db.total_changes > before
+
+    async def subscribers(self, adapter: str) -> list[str]:
+        """Chats subscribed to ``adapter``'s broadcasts, oldest first."""
+        cur = await self.db.execute(
+            "SELECT chat FROM subscriptions WHERE adapter = ? ORDER BY created, rowid", (adapter,)
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+    async def subscribe_many(self, adapter: str, chats: Iterable[str], persona: str) -> None:
+        """Bulk subscribe (imports, tests, benchmarks)."""
+        now = utcnow()
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?)",
+            [(adapter, c, persona, now) for c in chats],
+        )
+        await self.db.commit()
+
+    # -- replays
+
+    async def replay_get(self, run: str) -> dict[str, Any] | None:
+        """A replay run's record, or ``None``."""
+        cur = await self.db.execute(
+            "SELECT run, timeline, options, started, position, status FROM replays WHERE run = ?", (run,)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return {
+            "run": row[0],
+            "timeline": row[1],
+            "options": json.loads(row[2]),
+            "started": row[3],
+            "position": row[4],
+            "status": row[5],
+        }
+
+    async def replay_start(self, run: str, timeline: str, options: Mapping[str, Any]) -> None:
+        """Record a new replay run."""
+        await self.db.execute(
+            "INSERT INTO replays (run, timeline, options, started) VALUES (?,?,?,?)",
+            (run, timeline, json.dumps(dict(options), default=str), utcnow()),
+        )
+        await self.db.commit()
+
+    async def replay_progress(self, run: str, position: str, status: str = "running") -> None:
+        """Record how far a replay got (the mission time of its last fully queued event)."""
+        await self.db.execute("UPDATE replays SET position = ?, status = ? WHERE run = ?", (position, status, run))
+        await self.db.commit()
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{path}: not a SQLite database"
+    if "readonly" in text or "read-only" in text:
+        return f"{path}: database is read-only"
+    if "unable to open" in text:
+        return f"{path}: cannot open database file"
+    return f"{path}: {text}"

@@ -1,0 +1,139 @@
+"""Jinja2 templates in a sandbox: compiled once, rendered per platform dialect.
+
+User text only ever reaches a template as a *value* (``message.text``); it is
+never compiled, so ``{{ 7*7 }}`` typed by a user comes back literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+Dialect = Literal["plain", "html", "markdown"]
+DIALECTS: tuple[Dialect, ...] = ("plain", "html", "markdown")
+
+_MD_SPECIAL = frozenset("\\*_~`|>#[]()-+!.{}<@:")
+
+
+def escape_markdown(text: str) -> str:
+    """Escape Markdown (Discord flavour) so user-derived text renders literally."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+class TemplateRenderError(Exception):
+    """A template failed at render time (undefined name, sandbox violation, bad value)."""
+
+
+def days_since(start: str | date | datetime, now: datetime) -> int:
+    """Whole days from ``start`` (an ISO date or datetime) to ``now``."""
+    if isinstance(start, str):
+        start = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    if not isinstance(start, datetime):
+        start = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    return (now - start).days
+
+
+def _finalize_markdown(value: Any) -> Any:
+    # finalize runs on every {{ expression }} output: data gets escaped, literal
+    # template text (the author's own markup) does not.
+    if isinstance(value, Markup):
+        return value
+    return escape_markdown(value if isinstance(value, str) else str(value))
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """Sandboxed, strict, and immutable: templates cannot mutate what they are given."""
+
+
+def _make_env(dialect: Dialect) -> _Environment:
+    env = _Environment(
+        undefined=StrictUndefined,
+        autoescape=dialect == "html",
+        finalize=_finalize_markdown if dialect == "markdown" else None,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,
+        cache_size=0,
+    )
+    return env
+
+
+@dataclass
+class Templates:
+    """Compiles and caches templates for each dialect; one instance per engine/loader."""
+
+    _envs: dict[Dialect, _Environment] = field(default_factory=dict)
+
+    def env(self, dialect: Dialect = "plain") -> _Environment:
+        """The sandboxed environment for ``dialect``."""
+        env = self._envs.get(dialect)
+        if env is None:
+            env = self._envs[dialect] = _make_env(dialect)
+        return env
+
+    def parse(self, source: str) -> nodes.Template:
+        """Parse (for linting); raises ``TemplateSyntaxError``."""
+        return self.env().parse(source)
+
+    def text(self, source: str) -> Text:
+        """A compiled text template (syntax-checked now, compiled per dialect lazily)."""
+        return Text(source, self)
+
+    def expression(self, source: str) -> Callable[..., Any]:
+        """A compiled boolean/value expression for ``if:`` conditions."""
+        return self.env().compile_expression(source, undefined_to_none=False)
+
+
+class Text:
+    """One template string. Constant strings skip Jinja entirely."""
+
+    __slots__ = ("_compiled", "_templates", "constant", "source")
+
+    def __init__(self, source: str, templates: Templates) -> None:
+        self.source = source
+        self._templates = templates
+        self.constant = "{" not in source
+        self._compiled: dict[Dialect, Any] = {}
+        if not self.constant:
+            self._compiled["plain"] = templates.env("plain").from_string(source)
+
+    def render(self, context: Mapping[str, Any], dialect: Dialect = "plain") -> str:
+        """Render with ``context``; raise :class:`TemplateRenderError` on failure."""
+        if self.constant:
+            # The author's own text is markup in every dialect; only data is escaped.
+            return self.source
+        tpl = self._compiled.get(dialect)
+        if tpl is None:
+            tpl = self._compiled[dialect] = self._templates.env(dialect).from_string(self.source)
+        try:
+            return str(tpl.render(context))
+        except SecurityError as exc:
+            raise TemplateRenderError(f"blocked by the sandbox: {exc}") from None
+        except UndefinedError as exc:
+            raise TemplateRenderError(f"undefined: {exc}") from None
+        except TemplateError as exc:
+            raise TemplateRenderError(str(exc)) from None
+        except (ArithmeticError, ValueError, TypeError, LookupError) as exc:
+            raise TemplateRenderError(f"{type(exc).__name__}: {exc}") from None
+
+
+__all__ = [
+    "DIALECTS",
+    "Dialect",
+    "TemplateRenderError",
+    "TemplateSyntaxError",
+    "Templates",
+    "Text",
+    "days_since",
+    "escape_markdown",
+]

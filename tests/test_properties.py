@@ -1,0 +1,195 @@
+"""Property tests: open-ended input (user text, persona files, templates) never breaks anything."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import string
+import tempfile
+from pathlib import Path
+
+import yaml
+from conftest import LANDER
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from personae import Chat, Incoming, User
+from personae.engine import Engine
+from personae.errors import PersonaeError
+from personae.lint import lint
+from personae.loader import parse_persona
+from personae.router import Router, Trigger, parse_command
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+LANDER_PERSONA = parse_persona(LANDER)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def handle(engine: Engine, text: str) -> list[str]:
+    incoming = Incoming("lander", "console", Chat("c"), User("u", "U"), text, message_id="1", bot_username="LanderBot")
+    return [o.text for o in run(engine.handle(incoming))]
+
+
+@SETTINGS
+@given(st.text())
+def test_arbitrary_user_text_never_raises(text):
+    engine = Engine({"lander": LANDER_PERSONA})
+    out = handle(engine, text)
+    assert len(out) <= 1
+    assert not engine.problems
+
+
+@SETTINGS
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=80))
+def test_user_text_is_echoed_literally_never_evaluated(payload):
+    engine = Engine({"lander": LANDER_PERSONA})
+    text = "repeat " + payload
+    # The "status" keyword rule comes later in the file; a payload that is a command
+    # (or another earlier trigger) legitimately wins, so only check the keyword path.
+    out = handle(engine, text)
+    if out and out[0].startswith("Repeat: "):
+        assert out[0] == "Repeat: " + text
+
+
+@SETTINGS
+@given(st.text(max_size=200))
+def test_arbitrary_text_file_never_tracebacks_in_lint(text):
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "x.yaml").write_text(text, encoding="utf-8", errors="surrogatepass" if False else "strict")
+        result = lint([d])
+        for diag in result.diagnostics:
+            assert diag.file.endswith("x.yaml") and diag.line >= 1 and diag.column >= 1
+
+
+KEYS = [
+    "persona",
+    "name",
+    "replies",
+    "when",
+    "say",
+    "regex",
+    "keywords",
+    "command",
+    "exact",
+    "events",
+    "set",
+    "state",
+    "emit",
+    "if",
+    "platforms",
+    "fallback",
+    "schedule",
+    "cron",
+    "phrases",
+    "delay",
+    "data",
+    "event",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(["{{ state.x }}", "{% if %}", "[", "(?P<x>", "0 9 * * *", "{{ ''.__class__ }}"]),
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), children, max_size=5),
+    ),
+    max_leaves=30,
+)
+
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(KEYS), documents, max_size=8))
+def test_arbitrary_yaml_documents_never_traceback_in_lint(doc):
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "x.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        result = lint([d])
+        assert all(diag.line >= 1 for diag in result.diagnostics)
+
+
+@SETTINGS
+@given(st.integers(min_value=0, max_value=len(LANDER) - 1), st.text(max_size=3))
+def test_mutated_persona_never_tracebacks(pos, insert):
+    text = LANDER[:pos] + insert + LANDER[pos + 1 :]
+    try:
+        parse_persona(text)
+    except PersonaeError as exc:
+        assert exc.diagnostics
+
+
+@SETTINGS
+@given(st.text(max_size=60))
+def test_arbitrary_templates_load_or_fail_cleanly_and_render_safely(template):
+    source = (
+        "persona: t\nname: T\nstate: {x: 1}\nreplies:\n  - when: {command: go}\n    say: "
+        + yaml.safe_dump(template).split("\n...")[0].strip()
+        + "\n"
+    )
+    try:
+        persona = parse_persona(source)
+    except PersonaeError as exc:
+        assert exc.diagnostics
+        return
+    engine = Engine({"t": persona})
+    out = run(engine.handle(Incoming("t", "console", Chat("c"), User("u", "U"), "/go")))
+    assert len(out) <= 1  # rendered, or reported in engine.problems; never raised
+
+
+# The router's indexes must give exactly what a linear scan of all rules gives.
+WORDS = ["ab", "abc", "cab", "Comète", "bca", "a b", "xyz"]
+regexes = st.sampled_from(
+    [
+        r"(?i)\babc\b",
+        r"abc",
+        r"(?i)c.b",
+        r"ab+c",
+        r"(?i)comète",
+        r"(?i)bca|xyz",
+        r"^ab",
+        r"(?i)(?P<w>\w+) xyz",
+        r"KAB",
+        r"(?i)kab",
+    ]
+)
+triggers = st.one_of(
+    st.builds(lambda r: Trigger(regex=re.compile(r)), regexes),
+    st.builds(lambda k: Trigger(keywords=(k,)), st.sampled_from(WORDS)),
+    st.builds(lambda c: Trigger(commands=(c,)), st.sampled_from(["ab", "abc", "x"])),
+    st.builds(lambda e: Trigger(exact=(e,)), st.sampled_from(WORDS)),
+)
+texts = st.lists(st.sampled_from([*WORDS, "/ab", "/abc@Bot", " ", "K", "\u212aab", "ABC", "é", "x"]), max_size=6).map(
+    "".join
+) | st.text(alphabet=string.ascii_letters + " /@éèÈK\u212a", max_size=20)
+
+
+def naive(triggers: list[Trigger], text: str) -> list[int]:
+    from personae.text import squash, words
+
+    cmd = parse_command(text, "/!")
+    toks = words(text)
+    joined = " " + " ".join(toks) + " "
+
+    def matches(t: Trigger) -> bool:
+        by_command = cmd is not None and cmd.name in t.commands
+        by_exact = squash(text) in [squash(e) for e in t.exact]
+        by_keyword = any(" " + " ".join(words(k)) + " " in joined for k in t.keywords if words(k))
+        by_regex = t.regex is not None and t.regex.search(text) is not None
+        return by_command or by_exact or by_keyword or by_regex
+
+    return [i for i, t in enumerate(triggers) if matches(t)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(triggers, min_size=1, max_size=12), texts)
+def test_router_index_agrees_with_linear_scan(trigs, text):
+    router = Router(trigs)
+    cmd = parse_command(text, "/!")
+    indexed = [i for i in router.candidates(text, cmd) if router.hit(i, text, cmd) is not None]
+    assert indexed == naive(trigs, text)

@@ -1,0 +1,131 @@
+"""The SQLite log and state: real files, rows and their fields, restarts, bad files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+from personae import Chat, Event, Incoming, User
+from personae.engine import Engine
+from personae.loader import load_personas
+from personae.store import SCHEMA_VERSION, Store, StoreError
+from test_engine import T0
+
+
+def msg(text: str, chat: str = "c1") -> Incoming:
+    return Incoming("lander", "console", Chat(chat), User("u1", "Ann"), text, message_id="m1")
+
+
+async def test_log_rows_have_every_field(persona_dir, tmp_path):
+    db = tmp_path / "log.db"
+    async with Store(db) as store:
+        engine = Engine(load_personas([persona_dir]), store=store, seed=3)
+        await engine.handle(msg("How far is Mars?"))
+        await engine.dispatch(Event("touchdown", T0, {"site": "Agilkia"}, persona="lander"))
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute("SELECT * FROM interactions ORDER BY id")]
+    assert [r["direction"] for r in rows] == ["in", "out", "event", "out", "event", "out"]
+    inc, out = rows[0], rows[1]
+    assert (inc["persona"], inc["platform"], inc["chat"], inc["user"], inc["user_name"], inc["text"]) == (
+        "lander",
+        "console",
+        "c1",
+        "u1",
+        "Ann",
+        "How far is Mars?",
+    )
+    assert out["text"] == "Mars is far."
+    lines = (persona_dir / "lander.yaml").read_text().splitlines()
+    rule_line = next(i for i, line in enumerate(lines, 1) if "how far is" in line)
+    assert out["rule"] == f"{persona_dir / 'lander.yaml'}:{rule_line}"
+    assert out["seed"] is not None and out["latency_ms"] >= 0
+    assert out["ts"].endswith("+00:00")
+    assert rows[2]["event"] == "touchdown" and '"site": "Agilkia"' in rows[2]["text"]
+    assert rows[3]["mission_time"].startswith("20")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_many_rows_are_all_flushed_on_close(persona_dir, tmp_path):
+    db = tmp_path / "log.db"
+    async with Store(db, batch_size=100) as store:
+        engine = Engine(load_personas([persona_dir]), store=store)
+        for i in range(1234):
+            await engine.handle(msg(f"message {i}"))
+    count = sqlite3.connect(db).execute("SELECT count(*) FROM interactions").fetchone()[0]
+    assert count == 2 * 1234
+
+
+async def test_state_survives_a_restart(persona_dir, tmp_path):
+    db = tmp_path / "state.db"
+    async with Store(db) as store:
+        engine = Engine(load_personas([persona_dir]), store=store)
+        await engine.dispatch(Event("touchdown", T0, {"site": "Abydos"}))
+        await engine.handle(msg("comete", chat="x"))
+        await engine.handle(msg("comete", chat="x"))
+    async with Store(db) as store:
+        engine = Engine(load_personas([persona_dir]), store=store)
+        await engine.restore()
+        assert engine.state("lander")["phase"] == "surface"
+        assert [o.text for o in await engine.handle(msg("where are you"))] == ["On the comet, at Abydos."]
+        assert [o.text for o in await engine.handle(msg("comete", chat="x"))] == ["Comets! Question 3."]
+        assert [o.text for o in await engine.handle(msg("comete", chat="y"))] == ["Comets! Question 1."]
+
+
+async def test_not_a_sqlite_file(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not a database, just some text\n" * 100)
+    with pytest.raises(StoreError, match=r"bad\.db: not a SQLite database"):
+        await Store(bad).open()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write read-only files")
+async def test_read_only_database_file(tmp_path):
+    db = tmp_path / "ro.db"
+    async with Store(db):
+        pass
+    db.chmod(stat.S_IRUSR)
+    with pytest.raises(StoreError, match="read-only"):
+        await Store(db).open()
+
+
+async def test_read_only_database_opened_through_readonly_uri(tmp_path):
+    # Works as root too: the connection itself is read-only.
+    db = tmp_path / "ro.db"
+    async with Store(db):
+        pass
+    store = await Store(db, readonly=True).open()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store.db.execute("INSERT INTO interactions (ts, direction) VALUES ('x', 'in')")
+    finally:
+        await store.close()
+
+
+async def test_missing_folder(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        await Store(tmp_path / "nope" / "x.db").open()
+
+
+async def test_newer_schema_is_refused(tmp_path):
+    db = tmp_path / "new.db"
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match="newer than this personae"):
+        await Store(db).open()
+
+
+async def test_query_log_filters(persona_dir, tmp_path):
+    db = tmp_path / "q.db"
+    async with Store(db) as store:
+        engine = Engine(load_personas([persona_dir]), store=store)
+        for i in range(5):
+            await engine.handle(msg(f"m{i}"))
+        rows = await store.query_log(direction="in", limit=2)
+        assert [r["text"] for r in rows] == ["m3", "m4"]
+        assert await store.query_log(persona="nobody") == []
+        assert len(await store.query_log(since="2000-01-01")) == 10
