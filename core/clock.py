@@ -42,18 +42,20 @@ class VirtualClock:
     target time, so a replay is limited only by the work it does.
     """
 
-    def __init__(self, start: datetime, speed: float | None = None) -> None:
+    def __init__(self, start: datetime, speed: float | None = None, *, fast_until: datetime | None = None) -> None:
         if start.tzinfo is None:
             raise ValueError("the virtual clock needs a timezone-aware start time")
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
+        #: Until this mission time the clock runs at max speed (skipping ahead, resuming).
+        self.fast_until = fast_until
         self._anchor = start.astimezone(UTC)
         self._real0 = time.monotonic()
 
     def now(self) -> datetime:
         """Current mission time."""
-        if self.speed is None:
+        if self.speed is None or self.fast_until is not None:
             return self._anchor
         elapsed = (time.monotonic() - self._real0) * self.speed
         return self._anchor + timedelta(seconds=elapsed)
@@ -65,6 +67,14 @@ class VirtualClock:
 
     async def sleep_until(self, when: datetime) -> None:
         """At max speed: jump. Otherwise sleep the scaled real time."""
+        if self.fast_until is not None:
+            if when <= self.fast_until:
+                self._anchor = max(self._anchor, when)
+                await asyncio.sleep(0)
+                return
+            # Fast-forward is over: real-time pacing starts from where it ended.
+            self.jump(max(self._anchor, self.fast_until))
+            self.fast_until = None
         if self.speed is None:
             if when > self._anchor:
                 self._anchor = when

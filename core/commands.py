@@ -1,15 +1,573 @@
-"""Runtime commands (``run``, ``replay``, ``emit``); filled in by the timeline work."""
+"""``personae run``, ``replay`` and ``emit``: build a bot from bot.toml and drive it."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError, did_you_mean
+
+log = logging.getLogger("personae")
 
 
 def add_runtime_commands(sub: Any) -> None:
-    """Register the runtime subcommands."""
+    """Register ``run``, ``replay`` and ``emit``."""
+    run = sub.add_parser(
+        "run",
+        help="start the bot described by bot.toml",
+        description=(
+            "Start every adapter, timeline and schedule in bot.toml. Ctrl-C (SIGINT) or SIGTERM stops it "
+            "gracefully: adapters stopped, queued messages delivered (bounded wait), log flushed."
+        ),
+    )
+    run.add_argument("--config", default="bot.toml", metavar="FILE", help="bot configuration (default: bot.toml)")
+    run.add_argument("--until-done", action="store_true", help="exit when the replayed timelines are finished")
+    run.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay a timeline on a virtual clock",
+        description=(
+            "Replay a timeline (YAML, CSV or .ics) on a virtual clock. Each post is printed with its mission time. "
+            "A replay that is killed can be finished with --resume RUN: nothing is posted twice and nothing skipped "
+            "(at most the one message in flight at the kill can repeat)."
+        ),
+    )
+    rp.add_argument("timeline", metavar="TIMELINE", help="timeline file")
+    rp.add_argument("--speed", default="3600", help="mission seconds per real second, or 'max' (default: 3600)")
+    rp.add_argument("--from", dest="start", metavar="DATE", help="start at this mission time (ISO 8601, UTC)")
+    rp.add_argument("--to", dest="end", metavar="DATE", help="stop after this mission time")
+    rp.add_argument(
+        "--adapter", action="append", metavar="NAME", help="deliver through this bot.toml adapter (repeatable)"
+    )
+    rp.add_argument("--dry-run", action="store_true", help="print the transcript; write nothing, send nothing")
+    rp.add_argument("--resume", metavar="RUN", help="finish an interrupted replay run")
+    rp.add_argument("--seed", type=int, default=None, help="seed for random picks (default: bot.toml's, else 0)")
+    rp.add_argument("--config", default=None, metavar="FILE", help="bot configuration (default: bot.toml if present)")
+    rp.add_argument(
+        "--personas",
+        action="append",
+        metavar="PATH",
+        help="persona files or folders (default: from bot.toml, else personas/)",
+    )
+    rp.add_argument(
+        "--db", default=None, metavar="FILE", help="SQLite database (default: from bot.toml, else personae.db)"
+    )
+    rp.add_argument("--no-schedules", action="store_true", help="do not run the personas' cron schedules")
+    rp.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+
+    em = sub.add_parser(
+        "emit",
+        help="raise one event now and deliver the reactions",
+        description="Raise EVENT with key=value data, deliver the reactions through bot.toml's adapters, and exit.",
+    )
+    em.add_argument("event", metavar="EVENT")
+    em.add_argument("data", nargs="*", metavar="KEY=VALUE")
+    em.add_argument("--persona", metavar="ID", help="only this persona reacts")
+    em.add_argument("--config", default="bot.toml", metavar="FILE", help="bot configuration (default: bot.toml)")
+    em.add_argument("--dry-run", action="store_true", help="print the reactions; write nothing, send nothing")
 
 
 async def run_command(args: argparse.Namespace) -> int:
-    """Run a runtime subcommand."""
-    raise NotImplementedError(args.command)
+    """Dispatch to the runtime subcommands."""
+    _setup_logging(getattr(args, "verbose", False))
+    if args.command == "run":
+        return await cmd_run(args)
+    if args.command == "replay":
+        return await cmd_replay(args)
+    if args.command == "emit":
+        return await cmd_emit(args)
+    raise ConfigError(f"unknown command {args.command}")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # HTTP clients log every request URL at INFO; those URLs carry tokens.
+    for noisy in ("httpx", "httpcore", "telegram", "discord", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class Setup:
+    """Everything a command needs, built from bot.toml and the command line."""
+
+    personas: dict[str, Any]
+    adapters: list[Any]
+    database: Path
+    seed: int
+    config: Any
+    persona_paths: list[str]
+
+
+def _parse_when(text: str | None, flag: str) -> datetime | None:
+    from .timeline import parse_time
+
+    if not text:
+        return None
+    try:
+        return parse_time(text, default_tz=UTC)
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: '{text}' is not an ISO 8601 date or time (e.g. 2014-11-12 or 2014-11-12T15:00Z)"
+        ) from None
+
+
+def build_adapters(
+    config: Any,
+    personas: Mapping[str, Any],
+    *,
+    only: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """Instantiate the adapters of bot.toml (or only those named)."""
+    from personae.adapters.base import AdapterConfig, OptionError
+
+    from .config import adapter_class
+
+    environ = os.environ if environ is None else environ
+    adapters = []
+    names = [config.adapter_name(i) for i in range(len(config.model.adapters))]
+    for wanted in only or ():
+        if wanted not in names:
+            raise ConfigError(
+                f"--adapter: no adapter named '{wanted}' in {config.path}{did_you_mean(wanted, names)}"
+                f" (known: {', '.join(names) or 'none'})"
+            )
+    for i, entry in enumerate(config.model.adapters):
+        name = names[i]
+        if only and name not in only:
+            continue
+        if entry.persona not in personas:
+            raise config.error(
+                ("adapters", i, "persona"), f"unknown persona '{entry.persona}'{did_you_mean(entry.persona, personas)}"
+            )
+        try:
+            cls = adapter_class(entry.type)
+        except ConfigError as exc:
+            raise config.error(("adapters", i, "type"), str(exc)) from None
+        options = dict(entry.model_extra or {})
+        if cls.option_names is not None:
+            for key in options:
+                if key not in cls.option_names:
+                    raise config.error(
+                        ("adapters", i, key),
+                        f"unknown option '{key}' for {entry.type}{did_you_mean(key, cls.option_names)}",
+                    )
+        options.setdefault("display_name", personas[entry.persona].name)
+        cfg = AdapterConfig(
+            name, entry.persona, tuple(map(str, entry.channels)), tuple(map(str, entry.admins)), options
+        )
+        try:
+            adapters.append(cls.create(cfg, environ))
+        except OptionError as exc:
+            raise config.error(("adapters", i, exc.key), str(exc)) from None
+    return adapters
+
+
+def _default_console(personas: Mapping[str, Any]) -> list[Any]:
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.console import ConsoleAdapter
+
+    return [
+        ConsoleAdapter(AdapterConfig(f"console-{pid}", pid, options={"display_name": p.name}))
+        for pid, p in sorted(personas.items())
+    ]
+
+
+def _load_setup(
+    config_path: str | None,
+    *,
+    personas_arg: list[str] | None,
+    db_arg: str | None,
+    seed_arg: int | None,
+    only: Sequence[str] | None,
+) -> Setup:
+    from .config import load_config
+    from .loader import load_personas
+
+    config = None
+    if config_path is not None or Path("bot.toml").exists():
+        config = load_config(config_path or "bot.toml")
+    persona_paths = personas_arg or (config.persona_paths() if config else ["personas"])
+    personas = load_personas(persona_paths)
+    if not personas:
+        raise ConfigError(f"no personas found in {', '.join(persona_paths)}")
+    if config is not None and config.model.adapters:
+        adapters = build_adapters(config, personas, only=only)
+    else:
+        if only:
+            raise ConfigError("--adapter needs a bot.toml with [[adapters]]")
+        adapters = _default_console(personas)
+    database = (
+        Path(db_arg) if db_arg else (config.resolve(config.model.bot.database) if config else Path("personae.db"))
+    )
+    seed = seed_arg if seed_arg is not None else (config.model.bot.seed if config else 0)
+    return Setup(personas, adapters, database, seed, config, persona_paths)
+
+
+def _stamp_printer(personas: Mapping[str, Any]) -> Any:
+    from personae.adapters.console import mission_stamp
+
+    def show(o: Any) -> None:
+        name = personas[o.persona].name if o.persona in personas else o.persona
+        text = o.text.replace("\n", " ⏎ ")
+        sys.stdout.write(f"{mission_stamp(o.at.isoformat() if o.at else None)}  {name}: {text}\n")
+        sys.stdout.flush()
+
+    return show
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    """``personae replay``."""
+    from .clock import VirtualClock
+    from .replay import Progress, new_run_id, replay
+    from .runtime import Bot, BotOptions
+    from .secrets import Redactor, install_log_redaction
+    from .store import Store
+    from .timeline import load_timeline
+
+    speed = _parse_speed(args.speed)
+    start = _parse_when(args.start, "--from")
+    end = _parse_when(args.end, "--to")
+    if start and end and start > end:
+        raise ConfigError(f"--from {args.start} is after --to {args.end}")
+    if args.dry_run and args.resume:
+        raise ConfigError("--dry-run and --resume cannot be combined (a dry run writes nothing to resume)")
+    path = Path(args.timeline)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such timeline file")
+    timeline = load_timeline(path)
+    setup = _load_setup(args.config, personas_arg=args.personas, db_arg=args.db, seed_arg=args.seed, only=args.adapter)
+
+    from .lint import cross_check
+
+    for d in cross_check(setup.personas.values(), [timeline]):
+        if d.file == timeline.file:
+            sys.stderr.write(f"{d}\n")
+
+    store = None
+    run = args.resume or new_run_id()
+    resume_at: datetime | None = None
+    options = {
+        "timeline": str(path.resolve()),
+        "speed": args.speed,
+        "from": args.start,
+        "to": args.end,
+        "seed": setup.seed,
+    }
+    if not args.dry_run:
+        store = await Store(setup.database).open()
+        record = await store.replay_get(run)
+        if args.resume:
+            if record is None:
+                await store.close()
+                raise ConfigError(f"--resume: no replay run '{run}' in {setup.database}")
+            if record["status"] == "done":
+                await store.close()
+                sys.stderr.write(f"replay {run} already finished\n")
+                return 0
+            saved = record["options"]
+            speed, start, end = (
+                _parse_speed(saved["speed"]),
+                _parse_when(saved["from"], "--from"),
+                _parse_when(saved["to"], "--to"),
+            )
+            setup.seed = int(saved["seed"])
+            if record["position"]:
+                resume_at = datetime.fromisoformat(record["position"])
+        else:
+            await store.replay_start(run, timeline.id, options)
+    first = timeline.events[0].at
+    clock_start = min(first, start) if start else first
+    fast_until = max(filter(None, [start, resume_at]), default=None)
+    clock = VirtualClock(clock_start, speed, fast_until=fast_until)
+    redactor = Redactor()
+    install_log_redaction(redactor)
+    bot = Bot(
+        setup.personas,
+        setup.adapters,
+        store=store,
+        clock=clock,
+        options=BotOptions(seed=setup.seed, persist_state=False, run=run),
+        transcript=_stamp_printer(setup.personas) if args.dry_run else None,
+        redactor=redactor,
+    )
+    if store is not None:
+        bot.linger = 0.02 if speed is None else 0.0
+
+        async def written(at: datetime | None) -> None:
+            if at is not None:
+                await store.replay_progress(run, at.isoformat())
+
+        bot.on_written = written
+        sys.stderr.write(
+            f"replay run {run}" + (f" (resuming from {resume_at.isoformat()})" if resume_at else "") + "\n"
+        )
+    in_window = [e for e in timeline.window(start, end)]
+    progress = Progress(len(in_window), description=timeline.id)
+    stop = asyncio.Event()
+    _install_signals(stop)
+    try:
+        await bot.start(schedules=False)
+        task = asyncio.create_task(
+            replay(
+                bot,
+                timeline,
+                run=run,
+                start=start,
+                end=end,
+                resume_at=resume_at,
+                schedules=not args.no_schedules,
+                progress=progress,
+            )
+        )
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            sys.stderr.write(f"\nstopped; finish it with: personae replay {args.timeline} --resume {run}\n")
+            return 130
+        stopper.cancel()
+        task.result()
+    finally:
+        progress.close()
+        await bot.stop()
+        if store is not None:
+            await store.close()
+    return 0
+
+
+def _parse_speed(text: str | float) -> float | None:
+    if isinstance(text, str) and text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--speed: '{text}' is not a number or 'max'") from None
+    if value <= 0:
+        raise ConfigError("--speed must be positive (or 'max')")
+    return value
+
+
+# --------------------------------------------------------------------------- run
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """``personae run``."""
+    from .clock import Clock, SystemClock, VirtualClock
+    from .config import load_config
+    from .errors import PersonaeError
+    from .loader import load_personas
+    from .replay import Progress, live, new_run_id, replay
+    from .runtime import Bot, BotOptions, Commands, watch_files
+    from .secrets import Redactor, install_log_redaction
+    from .store import Store
+    from .timeline import load_timeline
+
+    config = load_config(args.config)
+    bot_cfg = config.model.bot
+    personas = load_personas(config.persona_paths())
+    if not personas:
+        raise ConfigError(f"{config.path}: no personas found in {', '.join(bot_cfg.personas)}")
+    if not config.model.adapters:
+        raise ConfigError(f'{config.path}: no [[adapters]]: add at least one (type = "console" needs no token)')
+    adapters = build_adapters(config, personas)
+    timelines = []
+    for i, entry in enumerate(config.model.timelines):
+        path = config.resolve(entry.file)
+        if not path.exists():
+            raise config.error(("timelines", i, "file"), f"no such file: {path}")
+        timelines.append((entry, load_timeline(path)))
+    replays = [(e, t) for e, t in timelines if e.mode == "replay"]
+    lives = [(e, t) for e, t in timelines if e.mode == "live"]
+    if len(replays) > 1 or (replays and lives):
+        raise config.error(
+            ("timelines",), "one replayed timeline at a time, and not mixed with live ones (they need different clocks)"
+        )
+
+    clock: Clock = SystemClock()
+    run_id: str | None = None
+    if replays:
+        entry, timeline = replays[0]
+        speed = None if entry.speed == "max" else float(entry.speed)
+        start = entry.from_.astimezone(UTC) if entry.from_ else None
+        first = timeline.events[0].at
+        clock = VirtualClock(min(first, start) if start else first, speed, fast_until=start)
+        run_id = new_run_id()
+
+    redactor = Redactor()
+    install_log_redaction(redactor)
+    store = await Store(config.resolve(bot_cfg.database)).open()
+    commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
+
+    def reload() -> Mapping[str, Any]:
+        return load_personas(config.persona_paths())
+
+    bot = Bot(
+        personas,
+        adapters,
+        store=store,
+        clock=clock,
+        options=BotOptions(
+            seed=bot_cfg.seed, max_depth=bot_cfg.max_depth, commands=commands, persist_state=not replays, run=run_id
+        ),
+        redactor=redactor,
+        reload=reload,
+    )
+    if not replays:
+        await bot.engine.restore()
+    stop = asyncio.Event()
+    _install_signals(stop)
+    tasks: list[asyncio.Task[Any]] = []
+    progress = None
+    try:
+        await bot.start(schedules=not replays and all(e.schedules for e, _ in timelines))
+        names = ", ".join(f"{a.name}" for a in adapters)
+        sys.stderr.write(f"personae running: {len(personas)} persona(s), adapters: {names}. Ctrl-C to stop.\n")
+        if bot_cfg.reload:
+
+            async def on_change() -> None:
+                try:
+                    fresh = reload()
+                except PersonaeError as exc:
+                    for d in exc.diagnostics:
+                        sys.stderr.write(f"{d}\n")
+                    sys.stderr.write("reload failed: still running the last good version\n")
+                    return
+                bot.engine.reload(fresh)
+                sys.stderr.write(f"reloaded {len(fresh)} persona(s)\n")
+
+            def files() -> list[Path]:
+                from .loader import persona_files
+
+                return persona_files(config.persona_paths())
+
+            tasks.append(watch_files(files, on_change))
+        done: asyncio.Task[Any] | None = None
+        if replays:
+            entry, timeline = replays[0]
+            await store.replay_start(run_id or "", timeline.id, {"timeline": entry.file, "speed": entry.speed})
+            progress = Progress(len(timeline.window(entry.from_, entry.to)), description=timeline.id)
+            done = asyncio.create_task(
+                replay(
+                    bot,
+                    timeline,
+                    run=run_id or "",
+                    start=entry.from_,
+                    end=entry.to,
+                    schedules=entry.schedules,
+                    progress=progress,
+                )
+            )
+            tasks.append(done)
+        else:
+            for entry, timeline in lives:
+                await live(bot, timeline, missed=entry.missed)
+            tasks.append(asyncio.create_task(bot.scheduler.run()))
+        waiter = asyncio.create_task(stop.wait())
+        while True:
+            pending = {waiter} | ({done} if done is not None and not done.done() else set())
+            finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in finished:
+                break
+            if done is not None and done in finished:
+                done.result()
+                if progress:
+                    progress.close()
+                sys.stderr.write(
+                    "timeline finished" + ("" if args.until_done else "; still listening (Ctrl-C to stop)") + "\n"
+                )
+                if args.until_done:
+                    break
+                tasks.append(asyncio.create_task(bot.scheduler.run()))
+                done = None
+        waiter.cancel()
+    finally:
+        if progress:
+            progress.close()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await bot.stop()
+        await store.close()
+        sys.stderr.write("stopped.\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- emit
+
+
+async def cmd_emit(args: argparse.Namespace) -> int:
+    """``personae emit``."""
+    from .chat import parse_event_line
+    from .runtime import Bot, BotOptions
+    from .secrets import Redactor, install_log_redaction
+    from .store import Store
+
+    setup = _load_setup(args.config, personas_arg=None, db_arg=None, seed_arg=None, only=None)
+    import shlex
+
+    event = parse_event_line("!event " + " ".join(shlex.quote(x) for x in [args.event, *args.data]), datetime.now(UTC))
+    if args.persona:
+        if args.persona not in setup.personas:
+            raise ConfigError(f"unknown persona '{args.persona}'{did_you_mean(args.persona, setup.personas)}")
+        from dataclasses import replace
+
+        event = replace(event, persona=args.persona)
+    handled = [
+        p for p in setup.personas.values() if event.name in p.events and (not event.persona or p.id == event.persona)
+    ]
+    if not handled:
+        known = sorted({e for p in setup.personas.values() for e in p.events})
+        raise ConfigError(f"no persona handles event '{event.name}'{did_you_mean(event.name, known)}")
+    redactor = Redactor()
+    install_log_redaction(redactor)
+    store = None if args.dry_run else await Store(setup.database).open()
+    bot = Bot(
+        setup.personas,
+        setup.adapters,
+        store=store,
+        options=BotOptions(seed=setup.seed),
+        transcript=_stamp_printer(setup.personas) if args.dry_run else None,
+        redactor=redactor,
+    )
+    try:
+        await bot.start(schedules=False)
+        await bot.deliver(await bot.engine.dispatch(event))
+        await bot.drain()
+    finally:
+        await bot.stop()
+        if store is not None:
+            await store.close()
+    return 0

@@ -84,6 +84,10 @@ class Engine:
         self.max_depth = max_depth
         self.run = run
         self.problems: list[Problem] = []
+        #: Whether ``set:`` changes are saved to the store (replays keep their own state).
+        self.persist_state = True
+        #: Log nothing that happens before this mission time (a resumed replay re-runs its past).
+        self.log_from: datetime | None = None
         self._state: dict[str, dict[str, Any]] = {}
         self._chat_state: dict[tuple[str, str], dict[str, Any]] = {}
         self._counters: dict[str, int] = {}
@@ -207,25 +211,19 @@ class Engine:
                 at=now,
             )
             out.append(reply)
-            if self.store is not None:
-                self.store.log(
-                    LogRow(
-                        "out",
-                        persona.id,
-                        platform,
-                        incoming.chat.id,
-                        incoming.user.id,
-                        None,
-                        say,
-                        chosen.where,
-                        seed,
-                        round((time.perf_counter() - t0) * 1000, 3),
-                        "ok",
-                        None,
-                        self.run,
-                        now,
-                    )
-                )
+            self._log(
+                "out",
+                now,
+                persona=persona.id,
+                platform=platform,
+                chat=incoming.chat.id,
+                user=incoming.user.id,
+                text=say,
+                rule=chosen.where,
+                seed=seed,
+                latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                status="ok",
+            )
         if chosen.emit:
             out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}"))
         return out
@@ -237,25 +235,14 @@ class Engine:
         if event.depth > self.max_depth:
             chain = event.key or event.name
             raise EngineError(f"emit chain deeper than {self.max_depth} at '{event.name}' ({chain}): is there a loop?")
-        if self.store is not None:
-            self.store.log(
-                LogRow(
-                    "event",
-                    event.persona,
-                    None,
-                    None,
-                    None,
-                    None,
-                    json.dumps(dict(event.data), default=str, ensure_ascii=False),
-                    None,
-                    None,
-                    None,
-                    event.source,
-                    event.name,
-                    self.run,
-                    event.at,
-                )
-            )
+        self._log(
+            "event",
+            event.at,
+            persona=event.persona,
+            text=json.dumps(dict(event.data), default=str, ensure_ascii=False),
+            status=event.source,
+            event=event.name,
+        )
         targets: Iterable[Persona]
         if event.persona is not None:
             p = self.personas.get(event.persona)
@@ -304,26 +291,18 @@ class Engine:
         except TemplateRenderError as exc:
             self._problem(persona, action, str(exc))
             return out
-        if self.store is not None:
-            for o in out:
-                self.store.log(
-                    LogRow(
-                        "out",
-                        persona.id,
-                        o.platform,
-                        None,
-                        None,
-                        None,
-                        o.text,
-                        action.where,
-                        seed,
-                        None,
-                        "ok",
-                        event.name,
-                        self.run,
-                        ctx["now"],
-                    )
-                )
+        for o in out:
+            self._log(
+                "out",
+                ctx["now"],
+                persona=persona.id,
+                platform=o.platform,
+                text=o.text,
+                rule=action.where,
+                seed=seed,
+                status="ok",
+                event=event.name,
+            )
         if action.emit:
             out.extend(await self._emit(persona, action, ctx, event.depth, event.key or event.name))
         return out
@@ -414,7 +393,7 @@ class Engine:
         for scope, values in changes.items():
             target = self.state(persona.id) if scope == "persona" else self.chat_state(persona.id, chat_key or "")
             target.update(values)
-            if self.store is not None:
+            if self.store is not None and self.persist_state:
                 self.store.save_state(persona.id, scope, (chat_key or "") if scope == "chat" else "", target)
 
     def _bind_phrase(self, persona: Persona, ctx: dict[str, Any], seed: int) -> None:
@@ -441,49 +420,35 @@ class Engine:
         return n
 
     def _log_in(self, incoming: Incoming, now: datetime, status: str | None) -> None:
-        if self.store is None:
-            return
-        self.store.log(
-            LogRow(
-                "in",
-                incoming.persona,
-                incoming.platform,
-                incoming.chat.id,
-                incoming.user.id,
-                incoming.user.name,
-                incoming.text,
-                None,
-                None,
-                None,
-                status or "ok",
-                None,
-                self.run,
-                now,
-            )
+        self._log(
+            "in",
+            now,
+            persona=incoming.persona,
+            platform=incoming.platform,
+            chat=incoming.chat.id,
+            user=incoming.user.id,
+            user_name=incoming.user.name,
+            text=incoming.text,
+            status=status or "ok",
         )
+
+    def _log(self, direction: str, at: datetime, **fields: Any) -> None:
+        if self.store is None or (self.log_from is not None and at < self.log_from):
+            return
+        self.store.log(LogRow(direction, run=self.run, mission_time=at, **fields))
 
     def _problem(self, persona: Persona, action: Action, message: str, *, incoming: Incoming | None = None) -> None:
         self.problems.append(Problem(persona.id, action.where, message))
         del self.problems[:-100]
-        if self.store is not None:
-            self.store.log(
-                LogRow(
-                    "out",
-                    persona.id,
-                    incoming.platform if incoming else None,
-                    incoming.chat.id if incoming else None,
-                    None,
-                    None,
-                    None,
-                    action.where,
-                    None,
-                    None,
-                    f"error: {message}",
-                    None,
-                    self.run,
-                    self.clock.now(),
-                )
-            )
+        self._log(
+            "out",
+            self.clock.now(),
+            persona=persona.id,
+            platform=incoming.platform if incoming else None,
+            chat=incoming.chat.id if incoming else None,
+            rule=action.where,
+            status=f"error: {message}",
+        )
 
 
 def _persona_view(p: Persona) -> dict[str, str]:

@@ -40,6 +40,8 @@ class Incoming:
     #: The bot's own username, so ``/cmd@OtherBot`` is recognised as not ours.
     bot_username: str | None = None
     received_at: datetime | None = None
+    #: Name of the adapter instance that received it (several may share a platform).
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +78,5 @@ class Outgoing:
     event: str | None = None
     key: str = ""
     at: datetime | None = None
+    #: For replies: the adapter instance that must deliver it.
+    adapter: str | None = None

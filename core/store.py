@@ -396,10 +396,12 @@ class Store:
         await self.db.commit()
         return self.db.total_changes - before
 
-    async def outbox_pending(self, *, adapter: str | None = None, limit: int = 500) -> list[OutboxItem]:
-        """Oldest pending messages first."""
-        sql = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE status = 'pending'"
-        args: list[Any] = []
+    async def outbox_pending(
+        self, *, adapter: str | None = None, after_id: int = 0, limit: int = 500
+    ) -> list[OutboxItem]:
+        """Oldest pending messages first (with ``id > after_id``)."""
+        sql = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE status = 'pending' AND id > ?"
+        args: list[Any] = [after_id]
         if adapter is not None:
             sql += " AND adapter = ?"
             args.append(adapter)

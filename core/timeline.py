@@ -58,9 +58,9 @@ class TimelineEvent:
     line: int
     index: int
 
-    def to_event(self, timeline: str) -> Event:
-        """The engine :class:`~personae.messages.Event` for this entry."""
-        key = f"{timeline}#{self.index}:{self.name}"
+    def to_event(self, timeline: str, run: str = "") -> Event:
+        """The engine :class:`~personae.messages.Event` for this entry (its key names the run)."""
+        key = f"{run}|{timeline}#{self.index}:{self.name}"
         return Event(self.name, self.at, dict(self.data), f"timeline:{timeline}", self.persona, 0, key)
 
 

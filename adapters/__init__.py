@@ -1,0 +1,1 @@
+"""Platform adapters. Each file holds one :class:`~personae.adapters.base.Adapter` subclass."""

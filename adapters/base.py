@@ -1,0 +1,157 @@
+"""The adapter contract: a small class per platform.
+
+An adapter turns platform updates into :class:`~personae.messages.Incoming`
+values for the runtime, and delivers :class:`Delivery` values, raising
+:class:`DeliveryError` with enough detail for the dispatcher to retry, wait
+or give up. Flow control and retries live in the dispatcher, not here.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from personae.messages import Incoming
+
+Dialect = Literal["plain", "html", "markdown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the platform allows; the dispatcher paces sends to stay under it.
+
+    Rates are messages per second (``None`` = unlimited). ``group_per_minute``
+    applies to chats for which :meth:`Adapter.is_group` is true.
+    """
+
+    max_length: int = 4096
+    dialect: Dialect = "plain"
+    global_rate: float | None = None
+    per_chat_rate: float | None = None
+    group_per_minute: float | None = None
+    concurrency: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message to deliver (one outbox row)."""
+
+    id: int
+    chat: str
+    text: str
+    reply_to: str | None = None
+    persona: str = ""
+    event: str | None = None
+    mission_time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the platform answered: its message id(s)."""
+
+    message_ids: tuple[str, ...] = ()
+
+
+class DeliveryError(Exception):
+    """A send failed.
+
+    :param retry_after: the platform asked to wait this many seconds (429).
+    :param permanent: retrying cannot help (bad request, chat gone).
+    :param chat_gone: the chat blocked or removed the bot: unsubscribe it.
+    :param scope: ``"global"`` when the whole bot must pause, else ``"chat"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        chat_gone: bool = False,
+        scope: Literal["chat", "global"] = "chat",
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent or chat_gone
+        self.chat_gone = chat_gone
+        self.scope = scope
+
+
+IncomingHandler = Callable[["Incoming"], Awaitable[None]]
+
+
+@dataclass
+class AdapterConfig:
+    """Settings common to every adapter (from one ``[[adapters]]`` table of bot.toml)."""
+
+    name: str
+    persona: str
+    channels: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class OptionError(Exception):
+    """An adapter option in bot.toml is wrong or its environment variable is unset."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Adapter(abc.ABC):
+    """Base class of platform adapters. Subclasses set :attr:`platform` and :attr:`limits`."""
+
+    platform: str = "abstract"
+    limits: Limits = Limits()
+    #: Adapter-specific keys accepted in its ``[[adapters]]`` table (``None``: anything).
+    option_names: frozenset[str] | None = frozenset()
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.persona = config.persona
+
+    @classmethod
+    def create(cls, config: AdapterConfig, environ: Mapping[str, str]) -> Adapter:
+        """Build from bot.toml settings; read secrets from ``environ``. Raises :class:`OptionError`."""
+        return cls(config)
+
+    @staticmethod
+    def token_from(config: AdapterConfig, environ: Mapping[str, str], key: str = "token_env") -> str:
+        """The secret named by option ``key`` (an environment variable name)."""
+        var = config.options.get(key)
+        if not var:
+            raise OptionError(key, f"missing '{key}': the name of the environment variable holding the token")
+        value = environ.get(str(var), "")
+        if not value.strip():
+            raise OptionError(key, f"environment variable {var} is not set")
+        return value.strip()
+
+    @abc.abstractmethod
+    async def start(self, on_message: IncomingHandler) -> None:
+        """Connect and begin delivering user messages to ``on_message``. Returns once running."""
+
+    @abc.abstractmethod
+    async def send(self, delivery: Delivery) -> Receipt:
+        """Deliver one message, or raise :class:`DeliveryError`."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Disconnect. Must be safe to call after a failed or partial start."""
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Chats that receive every broadcast, besides subscribers."""
+        return self.config.channels
+
+    def is_group(self, chat: str) -> bool:
+        """Whether ``chat`` is a group (for ``Limits.group_per_minute``)."""
+        return False
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in logs, errors or the database (tokens)."""
+        return ()

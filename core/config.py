@@ -1,0 +1,242 @@
+"""``bot.toml``: which personas, which adapters, which timelines.
+
+Parsed with :mod:`tomllib`, validated with pydantic; errors name the file,
+the line (found by searching the TOML text) and the key, with a did-you-mean.
+Secrets are never in the file: adapters name the environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, did_you_mean, format_path
+
+BUILTIN_ADAPTERS = {
+    "console": "personae.adapters.console:ConsoleAdapter",
+    "null": "personae.adapters.null:NullAdapter",
+    "telegram": "personae.adapters.telegram:TelegramAdapter",
+    "discord": "personae.adapters.discord:DiscordAdapter",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BotSection(_Model):
+    """``[bot]``."""
+
+    personas: list[str] = Field(default_factory=lambda: ["personas/*.yaml"])
+    database: str = "personae.db"
+    seed: int = 0
+    subscribe_command: str = "subscribe"
+    unsubscribe_command: str = "unsubscribe"
+    reload: bool = Field(default=True, description="reload persona files when they change")
+    max_depth: int = 8
+
+
+class AdapterEntry(BaseModel):
+    """One ``[[adapters]]`` table. Keys other than these are the adapter's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    persona: str
+    name: str | None = None
+    channels: list[str | int] = Field(default_factory=list)
+    admins: list[str | int] = Field(default_factory=list)
+
+
+Speed = Annotated[float | Literal["max"], Field(description="mission seconds per real second, or 'max'")]
+
+
+class TimelineEntry(_Model):
+    """One ``[[timelines]]`` table."""
+
+    file: str
+    mode: Literal["replay", "live"] = "replay"
+    speed: Speed = 3600.0
+    from_: datetime | None = Field(default=None, alias="from")
+    to: datetime | None = None
+    missed: Literal["skip", "late"] = "skip"
+    schedules: bool = Field(default=True, description="also run the personas' cron schedules")
+
+    @field_validator("speed")
+    @classmethod
+    def _positive(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and v <= 0:
+            raise ValueError("speed must be positive (or 'max')")
+        return v
+
+
+class BotConfig(_Model):
+    """The whole ``bot.toml``."""
+
+    bot: BotSection = Field(default_factory=BotSection)
+    adapters: list[AdapterEntry] = Field(default_factory=list)
+    timelines: list[TimelineEntry] = Field(default_factory=list)
+
+
+def adapter_class(kind: str) -> type[Any]:
+    """Find the adapter class for ``type = kind`` (entry points first, then built-ins)."""
+    target = None
+    for ep in metadata.entry_points(group="personae.adapters"):
+        if ep.name == kind:
+            target = ep.value
+            break
+    target = target or BUILTIN_ADAPTERS.get(kind)
+    if target is None:
+        known = sorted({*BUILTIN_ADAPTERS, *(ep.name for ep in metadata.entry_points(group="personae.adapters"))})
+        raise ConfigError(f"unknown adapter type '{kind}'{did_you_mean(kind, known)} (known: {', '.join(known)})")
+    module, _, attr = target.partition(":")
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        extra = kind if kind in ("telegram", "discord") else "all"
+        raise ConfigError(
+            f"adapter '{kind}' needs extra packages: pip install 'personae[{extra}]' ({exc.name} is missing)"
+        ) from None
+    cls: type[Any] = getattr(mod, attr)
+    return cls
+
+
+class Config:
+    """A loaded ``bot.toml``: validated model, its folder, and its text (for line numbers)."""
+
+    def __init__(self, path: Path, model: BotConfig, text: str) -> None:
+        self.path = path
+        self.model = model
+        self.text = text
+        self.root = path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the file, relative to the file's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    def persona_paths(self) -> list[str]:
+        """Persona globs resolved against the file's folder."""
+        return [str(self.resolve(p)) for p in self.model.bot.personas]
+
+    def error(self, path: tuple[str | int, ...], message: str) -> ConfigError:
+        """A :class:`ConfigError` located at the key ``path``."""
+        line = toml_line(self.text, path)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return ConfigError(f"{where}: {format_path(path)}: {message}")
+
+    def adapter_name(self, index: int) -> str:
+        """The adapter's name: its ``name``, else ``type-persona`` (numbered if repeated)."""
+        entry = self.model.adapters[index]
+        if entry.name:
+            return entry.name
+        base = f"{entry.type}-{entry.persona}"
+        same = [i for i, a in enumerate(self.model.adapters) if not a.name and f"{a.type}-{a.persona}" == base]
+        return base if len(same) == 1 else f"{base}-{same.index(index) + 1}"
+
+    def env(self, index: int, key: str, environ: Mapping[str, str] | None = None) -> str:
+        """Read the environment variable named by adapter option ``key``; clear error if unset."""
+        environ = os.environ if environ is None else environ
+        entry = self.model.adapters[index]
+        var = (entry.model_extra or {}).get(key)
+        if not var:
+            raise self.error(("adapters", index), f"missing '{key}' (the environment variable holding the token)")
+        value = environ.get(str(var))
+        if not value:
+            raise self.error(("adapters", index, key), f"environment variable {var} is not set")
+        return value
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``bot.toml``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file (create one with 'personae init', or pass --config)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    return parse_config(text, p)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate TOML text as a bot configuration."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"{path}:{m.group(1)}:{m.group(2)}" if m else str(path)
+        raise ConfigError(f"{where}: invalid TOML: {str(exc).split(' (at line')[0]}") from None
+    try:
+        model = BotConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        cfg = Config(path, BotConfig(), text)
+        if err["type"] == "extra_forbidden":
+            parent = _model_for(loc[:-1])
+            hint = did_you_mean(str(loc[-1]), _keys(parent)) if parent else ""
+            raise cfg.error(loc, f"unknown key '{loc[-1]}'{hint}") from None
+        if err["type"] == "missing":
+            raise cfg.error(loc[:-1], f"missing required key '{loc[-1]}'") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise cfg.error(loc, msg) from None
+    return Config(path, model, text)
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _model_for(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    names = [p for p in loc if isinstance(p, str)]
+    if not names:
+        return BotConfig
+    sections: dict[str, type[BaseModel]] = {"bot": BotSection, "adapters": AdapterEntry, "timelines": TimelineEntry}
+    return sections.get(names[0])
+
+
+def toml_line(text: str, path: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of ``path`` (e.g. ``('adapters', 1, 'token_env')``) in TOML text."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    i = 0
+    found: int | None = None
+    parts = list(path)
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(part, str) and i + 1 < len(parts) and isinstance(parts[i + 1], int):
+            header = re.compile(rf"^\s*\[\[\s*{re.escape(part)}\s*\]\]")
+            hits = [n for n in range(start, end) if header.match(lines[n])]
+            idx = int(parts[i + 1])
+            if idx >= len(hits):
+                return found
+            start = hits[idx]
+            found = start + 1
+            nxt = [n for n in range(start + 1, end) if lines[n].lstrip().startswith("[")]
+            end = nxt[0] if nxt else end
+            i += 2
+            continue
+        if isinstance(part, str):
+            table = re.compile(rf"^\s*\[\s*{re.escape(part)}\s*\]")
+            key = re.compile(rf"^\s*{re.escape(part)}\s*=")
+            hit = next((n for n in range(start, end) if table.match(lines[n]) or key.match(lines[n])), None)
+            if hit is None:
+                return found
+            found = hit + 1
+            if table.match(lines[hit]):
+                start = hit
+                nxt = [n for n in range(hit + 1, len(lines)) if lines[n].lstrip().startswith("[")]
+                end = nxt[0] if nxt else len(lines)
+        i += 1
+    return found

@@ -1,0 +1,256 @@
+"""Drain the outbox into one adapter, at the platform's pace, retrying what fails.
+
+Per adapter, one dispatcher owns flow control: a global pace (messages per
+second, kept a little under the limit), a per-chat pace, a slower pace for
+groups, and at most ``concurrency`` sends in flight, never two for the same
+chat (so each chat sees its messages in order). A platform's ``retry_after``
+is honoured for that chat (or for everything when the platform says global);
+other transient failures back off exponentially. Every outcome is written to
+the outbox row before the next send to that chat, so a crash can repeat at
+most the sends in flight at that instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
+
+from .store import OutboxItem, Store
+
+Redact = Callable[[str], str]
+
+
+@dataclass
+class DispatchStats:
+    """Counters for one adapter's dispatcher."""
+
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    unsubscribed: int = 0
+
+
+class Dispatcher:
+    """Sends one adapter's pending outbox rows."""
+
+    def __init__(
+        self,
+        store: Store,
+        adapter: Adapter,
+        *,
+        redact: Redact = lambda s: s,
+        on_sent: Callable[[OutboxItem, Receipt], Awaitable[None]] | None = None,
+        on_failed: Callable[[OutboxItem, str], Awaitable[None]] | None = None,
+        on_chat_gone: Callable[[str, str], Awaitable[None]] | None = None,
+        headroom: float = 0.97,
+        max_attempts: int = 12,
+        base_backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        seed: int = 0,
+    ) -> None:
+        self.store = store
+        self.adapter = adapter
+        self.redact = redact
+        self.on_sent = on_sent
+        self.on_failed = on_failed
+        self.on_chat_gone = on_chat_gone
+        self.max_attempts = max_attempts
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self.stats = DispatchStats()
+        lim = adapter.limits
+        self._global_interval = 1 / (lim.global_rate * headroom) if lim.global_rate else 0.0
+        self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
+        self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
+        self._slots = asyncio.Semaphore(max(1, lim.concurrency))
+        self._queues: dict[str, deque[OutboxItem]] = {}
+        self._ready: list[tuple[float, int, str]] = []
+        self._scheduled: set[str] = set()
+        self._inflight: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._attempts: dict[int, int] = {}
+        self._gone: set[str] = set()
+        self._seq = itertools.count()
+        self._global_next = 0.0
+        self._last_id = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rng = random.Random(seed)
+        self._more_in_db = True
+
+    # -- public
+
+    def notify(self) -> None:
+        """New rows were added to the outbox."""
+        self._more_in_db = True
+        self._idle.clear()
+        self._wake.set()
+
+    async def drained(self) -> None:
+        """Wait until nothing is pending or in flight."""
+        await self._idle.wait()
+
+    def is_gone(self, chat: str) -> bool:
+        """Whether ``chat`` blocked or removed the bot during this run."""
+        return chat in self._gone
+
+    @property
+    def pending(self) -> int:
+        """Rows loaded and not yet delivered or failed."""
+        return sum(len(q) for q in self._queues.values()) + len(self._inflight)
+
+    async def run(self) -> None:
+        """Deliver forever (cancel to stop; in-flight sends finish first)."""
+        try:
+            while True:
+                if self._more_in_db and self._loaded() < 1000:
+                    await self._load()
+                if not self._ready:
+                    if not self._inflight and not self._more_in_db and not self._queued():
+                        self._idle.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                ready_at, _, chat = self._ready[0]
+                wait = max(ready_at, self._global_next) - time.monotonic()
+                if wait > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
+                await self._slots.acquire()
+                heapq.heappop(self._ready)
+                self._scheduled.discard(chat)
+                queue = self._queues.get(chat)
+                if not queue:
+                    self._slots.release()
+                    continue
+                item = queue.popleft()
+                self._inflight.add(chat)
+                if self._global_interval:
+                    self._global_next = max(self._global_next, time.monotonic()) + self._global_interval
+                task = asyncio.create_task(self._send(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- internals
+
+    def _loaded(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def _queued(self) -> bool:
+        return any(self._queues.values())
+
+    async def _load(self) -> None:
+        items = await self.store.outbox_pending(adapter=self.adapter.name, after_id=self._last_id, limit=2000)
+        self._more_in_db = len(items) == 2000
+        for item in items:
+            self._last_id = max(self._last_id, item.id)
+            if item.chat in self._gone:
+                await self.store.outbox_mark(item.id, "failed", error="chat unsubscribed (blocked or removed)")
+                continue
+            self._queues.setdefault(item.chat, deque()).append(item)
+            self._attempts.setdefault(item.id, item.attempts)
+            self._schedule(item.chat, 0.0)
+        if items:
+            self._idle.clear()
+
+    def _schedule(self, chat: str, at: float) -> None:
+        if chat in self._scheduled or chat in self._inflight or not self._queues.get(chat):
+            return
+        self._scheduled.add(chat)
+        heapq.heappush(self._ready, (at, next(self._seq), chat))
+        self._wake.set()
+
+    def _chat_gap(self, chat: str) -> float:
+        gap = self._chat_interval
+        if self._group_interval and self.adapter.is_group(chat):
+            gap = max(gap, self._group_interval)
+        return gap
+
+    async def _send(self, item: OutboxItem) -> None:
+        chat = item.chat
+        next_at = time.monotonic()
+        try:
+            delivery = Delivery(item.id, chat, item.text, item.reply_to, item.persona, item.event, item.mission_time)
+            try:
+                receipt = await self.adapter.send(delivery)
+            except DeliveryError as exc:
+                next_at = await self._failed(item, exc)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an adapter bug or an unexpected library error: retry
+                next_at = await self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"))
+                return
+            self._failures.pop(chat, None)
+            self._attempts.pop(item.id, None)
+            await self.store.outbox_mark(item.id, "sent", receipt=",".join(receipt.message_ids))
+            self.stats.sent += 1
+            next_at = time.monotonic() + self._chat_gap(chat)
+            if self.on_sent is not None:
+                await self.on_sent(item, receipt)
+        finally:
+            self._inflight.discard(chat)
+            self._slots.release()
+            self._schedule(chat, next_at)
+            if not self._queues.get(chat):
+                self._queues.pop(chat, None)
+            self._wake.set()
+
+    async def _failed(self, item: OutboxItem, exc: DeliveryError) -> float:
+        chat = item.chat
+        message = self.redact(str(exc))
+        attempts = self._attempts.get(item.id, item.attempts) + 1
+        self._attempts[item.id] = attempts
+        now = time.monotonic()
+        if exc.chat_gone:
+            await self._chat_gone(item, message)
+            return now
+        if exc.permanent or attempts >= self.max_attempts:
+            self.stats.failed += 1
+            await self.store.outbox_mark(item.id, "failed", error=message)
+            if self.on_failed is not None:
+                await self.on_failed(item, message)
+            return now + self._chat_gap(chat)
+        # Transient: the row stays pending and goes back to the head of its chat's queue.
+        self.stats.retries += 1
+        self._queues.setdefault(chat, deque()).appendleft(item)
+        await self.store.outbox_mark(item.id, "pending", error=message)
+        if exc.retry_after is not None:
+            self.stats.rate_limited += 1
+            wait = exc.retry_after
+            if exc.scope == "global":
+                self._global_next = max(self._global_next, now + wait)
+            return now + wait
+        n = self._failures.get(chat, 0)
+        self._failures[chat] = n + 1
+        backoff: float = min(self.max_backoff, self.base_backoff * 2.0**n)
+        return now + backoff * (0.5 + self._rng.random() / 2)
+
+    async def _chat_gone(self, item: OutboxItem, message: str) -> None:
+        chat = item.chat
+        first = chat not in self._gone
+        self._gone.add(chat)
+        dropped = [item, *self._queues.pop(chat, deque())]
+        for it in dropped:
+            await self.store.outbox_mark(it.id, "failed", error=message)
+        self.stats.failed += len(dropped)
+        if first:
+            self.stats.unsubscribed += 1
+            if self.on_chat_gone is not None:
+                await self.on_chat_gone(chat, message)

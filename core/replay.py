@@ -1,0 +1,193 @@
+"""Drive a timeline through a :class:`~personae.runtime.Bot`: replayed on a virtual clock, or live.
+
+A replay is deterministic: the same timeline, personas and seed give the
+same messages with the same idempotency keys. That is what makes ``--resume``
+exact: the resumed run re-executes the past at full speed (silently, without
+logging it twice) and the outbox ignores every key it already holds, so what
+was queued before the crash is delivered once, and what was lost in the crash
+window is queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .runtime import Bot
+from .timeline import Timeline, TimelineEvent
+
+log = logging.getLogger("personae.replay")
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did."""
+
+    run: str
+    events: int
+    resumed_from: datetime | None
+
+
+def new_run_id() -> str:
+    """A short unique run id."""
+    return uuid.uuid4().hex[:10]
+
+
+class Progress:
+    """A rich progress bar on a terminal; nothing otherwise (the transcript is the output)."""
+
+    def __init__(self, total: int, *, enabled: bool | None = None, description: str = "replay") -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Any = None
+        self._task: Any = None
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[mission]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._task = self._bar.add_task(description, total=total, mission="")
+            self._bar.start()
+
+    def advance(self, at: datetime) -> None:
+        """One more event done, at mission time ``at``."""
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, mission=at.strftime("%Y-%m-%d %H:%M UTC"))
+
+    def close(self) -> None:
+        """Stop drawing."""
+        if self._bar is not None:
+            self._bar.stop()
+
+
+async def replay(
+    bot: Bot,
+    timeline: Timeline,
+    *,
+    run: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    resume_at: datetime | None = None,
+    schedules: bool = True,
+    progress: Progress | None = None,
+    on_event: Callable[[TimelineEvent], None] | None = None,
+) -> ReplayResult:
+    """Schedule every timeline event on the bot's (virtual) clock and run until done.
+
+    Events before ``start`` run silently so state is right when the replay
+    begins; nothing after ``end`` runs. With ``resume_at`` the past up to it is
+    re-executed at full speed, deduplicated by the outbox.
+    """
+    events = [e for e in timeline.events if end is None or e.at <= end]
+    if start is not None:
+        bot.silent_until = start
+        bot.engine.log_from = start
+    if resume_at is not None:
+        bot.engine.log_from = max(resume_at, bot.engine.log_from or resume_at)
+    if schedules and events:
+        bot.start_schedules(after=events[0].at)
+
+    for ev in events:
+        bot.scheduler.call_at(ev.at, _fire(bot, timeline, ev, run, progress, on_event))
+    await bot.scheduler.run(until=end, until_idle=True)
+    await bot.drain()
+    if bot.store is not None:
+        await bot.store.replay_progress(run, (events[-1].at if events else datetime.min).isoformat(), "done")
+    return ReplayResult(run, len(events), resume_at)
+
+
+def _fire(
+    bot: Bot,
+    timeline: Timeline,
+    ev: TimelineEvent,
+    run: str,
+    progress: Progress | None,
+    on_event: Callable[[TimelineEvent], None] | None,
+) -> Callable[[], Any]:
+    async def fire() -> None:
+        await bot.deliver(await bot.engine.dispatch(ev.to_event(timeline.id, run)))
+        if progress is not None:
+            progress.advance(ev.at)
+        if on_event is not None:
+            on_event(ev)
+
+    return fire
+
+
+async def live(bot: Bot, timeline: Timeline, *, missed: str = "skip") -> None:
+    """Fire the timeline's events at their real dates on the bot's (system) clock.
+
+    The position (last event handled) is kept in the store. Events that fell
+    due while the bot was down are reported and, per ``missed``, skipped or
+    posted late — never silently lost. On the very first start, events in the
+    past are history, not missed.
+    """
+    run = f"live:{timeline.id}"
+    store = bot.store
+    now = bot.clock.now()
+    past = [e for e in timeline.events if e.at <= now]
+    position = -1
+    record = await store.replay_get(run) if store is not None else None
+    if record is None:
+        position = past[-1].index if past else -1
+        if store is not None:
+            await store.replay_start(run, timeline.id, {"mode": "live"})
+            await store.replay_progress(run, str(position))
+        if past:
+            log.info("timeline %s: %d event(s) before this first start are history", timeline.id, len(past))
+    else:
+        position = int(record["position"] or -1)
+        for e in past:
+            if e.index <= position:
+                continue
+            when = e.at.strftime("%Y-%m-%d %H:%M UTC")
+            if missed == "late":
+                log.warning(
+                    "timeline %s: event '%s' due %s was missed while down; posting it late", timeline.id, e.name, when
+                )
+                await bot.deliver(await bot.engine.dispatch(e.to_event(timeline.id, run)))
+            else:
+                log.warning("timeline %s: event '%s' due %s was missed while down; skipped", timeline.id, e.name, when)
+                if store is not None:
+                    from .store import LogRow
+
+                    store.log(
+                        LogRow(
+                            "event",
+                            e.persona,
+                            text=None,
+                            status="missed: skipped",
+                            event=e.name,
+                            run=run,
+                            mission_time=e.at,
+                        )
+                    )
+            position = e.index
+        if store is not None:
+            await store.replay_progress(run, str(position))
+
+    for e in timeline.events:
+        if e.at > now:
+            bot.scheduler.call_at(e.at, _live_fire(bot, timeline, e, run))
+
+
+def _live_fire(bot: Bot, timeline: Timeline, ev: TimelineEvent, run: str) -> Callable[[], Any]:
+    async def fire() -> None:
+        await bot.deliver(await bot.engine.dispatch(ev.to_event(timeline.id, run)))
+        await bot.flush()
+        if bot.store is not None:
+            await bot.store.replay_progress(run, str(ev.index))
+
+    return fire

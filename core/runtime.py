@@ -1,0 +1,457 @@
+"""The running bot: adapters in, engine, outbox, dispatchers out.
+
+:class:`Bot` wires the parts together. Every message the engine produces is
+expanded per adapter and chat (broadcasts go to subscribers and configured
+channels), split to the platform's length, and written to the outbox with an
+idempotency key *before* anything is sent; the dispatchers deliver it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from personae.adapters.base import Adapter, Receipt
+
+from .clock import Clock, SystemClock
+from .cron import fire_times
+from .dispatcher import Dispatcher
+from .engine import Engine, EngineError
+from .errors import PersonaeError
+from .messages import Event, Incoming, Outgoing
+from .persona import Persona
+from .scheduler import Scheduler
+from .secrets import Redactor
+from .store import LogRow, OutboxItem, Store
+from .templates import TemplateRenderError
+from .text import split_message
+
+log = logging.getLogger("personae.runtime")
+
+Transcript = Callable[[Outgoing], None]
+
+
+@dataclass
+class Commands:
+    """Names of the built-in commands (empty string = off)."""
+
+    subscribe: str = "subscribe"
+    unsubscribe: str = "unsubscribe"
+    emit: str = "emit"
+    reload: str = "reload"
+
+
+@dataclass
+class BotOptions:
+    """How the bot runs."""
+
+    seed: int = 0
+    max_depth: int = 8
+    commands: Commands = field(default_factory=Commands)
+    persist_state: bool = True
+    run: str | None = None
+
+
+class Bot:
+    """One engine, many adapters, one store.
+
+    :param personas: the compiled personas.
+    :param adapters: started by :meth:`start`, each serving one persona.
+    :param store: ``None`` for a dry run (messages go straight to ``transcript``).
+    :param clock: the mission or system clock.
+    :param transcript: called with every message as it is queued (dry runs, tests).
+    :param reload: returns fresh personas for ``/reload`` and file watching.
+    """
+
+    def __init__(
+        self,
+        personas: Mapping[str, Persona],
+        adapters: Sequence[Adapter],
+        *,
+        store: Store | None,
+        clock: Clock | None = None,
+        options: BotOptions | None = None,
+        transcript: Transcript | None = None,
+        redactor: Redactor | None = None,
+        reload: Callable[[], Mapping[str, Persona]] | None = None,
+    ) -> None:
+        self.options = options or BotOptions()
+        self.clock: Clock = clock or SystemClock()
+        self.store = store
+        self.adapters = list(adapters)
+        self.transcript = transcript
+        self.redactor = redactor or Redactor()
+        for a in self.adapters:
+            self.redactor.add(*a.secrets())
+        self._reload = reload
+        self.session = self.options.run or uuid.uuid4().hex[:12]
+        self.scheduler = Scheduler(self.clock, on_error=self._scheduler_error)
+        platforms = {a.platform: a.limits.dialect for a in self.adapters} or {"console": "plain"}
+        voices: dict[str, list[str]] = {}
+        for a in self.adapters:
+            voices.setdefault(a.persona, [])
+            if a.platform not in voices[a.persona]:
+                voices[a.persona].append(a.platform)
+        self.engine = Engine(
+            personas,
+            store=store,
+            clock=self.clock,
+            scheduler=self.scheduler,
+            sink=self.deliver,
+            platforms=platforms,
+            voices=voices,
+            seed=self.options.seed,
+            max_depth=self.options.max_depth,
+            run=self.options.run,
+        )
+        if not self.options.persist_state:
+            self.engine.persist_state = False
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._started: list[Adapter] = []
+        self._subscribers: dict[str, list[str]] = {}
+        self._rows: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        #: Seconds queued rows may wait to be written together (0: next loop turn).
+        self.linger = 0.0
+        #: Called after each outbox write, with the mission time of the last message written.
+        self.on_written: Callable[[datetime | None], Awaitable[None]] | None = None
+        self._last_at: datetime | None = None
+        #: Messages from before this mission time are dropped (a replay's silent prelude).
+        self.silent_until: datetime | None = None
+
+    # -- lifecycle
+
+    async def start(self, *, schedules: bool = True) -> None:
+        """Start dispatchers, adapters and cron schedules."""
+        if self.store is not None:
+            for a in self.adapters:
+                self._subscribers[a.name] = await self.store.subscribers(a.name)
+            for a in self.adapters:
+                d = Dispatcher(
+                    self.store,
+                    a,
+                    redact=self.redactor,
+                    on_sent=self._sent,
+                    on_failed=self._failed,
+                    on_chat_gone=functools.partial(self._chat_gone, a),
+                    seed=self.options.seed,
+                )
+                self.dispatchers[a.name] = d
+                self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{a.name}"))
+        for a in self.adapters:
+            try:
+                await a.start(self.on_message)
+            except Exception as exc:
+                raise RuntimeError(self.redactor(f"adapter '{a.name}' failed to start: {exc}")) from None
+            self._started.append(a)
+        if schedules:
+            self.start_schedules()
+
+    def start_schedules(self, after: datetime | None = None) -> None:
+        """Put every persona's cron entries on the scheduler."""
+        for persona in self.engine.personas.values():
+            for i in range(len(persona.schedule)):
+                self._next_cron(persona.id, i, after or self.clock.now())
+
+    def _next_cron(self, persona_id: str, index: int, after: datetime) -> None:
+        persona = self.engine.personas.get(persona_id)
+        if persona is None or index >= len(persona.schedule):
+            return
+        entry = persona.schedule[index]
+        when = next(fire_times(entry.cron, after), None)
+        if when is None:
+            return
+
+        async def fire() -> None:
+            p = self.engine.personas.get(persona_id)
+            if p is not None and index < len(p.schedule):
+                s = p.schedule[index]
+                key = f"{self.options.run or 'live'}|cron:{persona_id}:{index}:{when.isoformat()}"
+                event = Event(s.event, when, {}, "schedule", persona_id, 0, key)
+                await self.deliver(await self.engine.react(p, s.action, event))
+            self._next_cron(persona_id, index, when)
+
+        self.scheduler.call_at(when, fire, recurring=True)
+
+    async def drain(self) -> None:
+        """Wait until every queued message has been delivered (or failed for good)."""
+        await self.flush()
+        for d in self.dispatchers.values():
+            d.notify()
+        await asyncio.gather(*(d.drained() for d in self.dispatchers.values()))
+
+    async def stop(self, *, drain_timeout: float = 10.0) -> None:
+        """Stop adapters, let dispatchers finish what is queued (bounded), flush the store."""
+        for a in reversed(self._started):
+            with contextlib.suppress(Exception):
+                await a.stop()
+        self._started.clear()
+        if self.dispatchers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drain(), drain_timeout)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self.store is not None:
+            await self.flush()
+            await self.store.flush()
+
+    # -- messages in
+
+    async def on_message(self, incoming: Incoming) -> None:
+        """Handle one user message from an adapter: built-in commands, then the persona."""
+        try:
+            handled = await self._builtin(incoming)
+            if handled is not None:
+                await self.deliver(handled)
+                return
+            out = await self.engine.handle(incoming)
+        except (EngineError, TemplateRenderError) as exc:
+            log.error("%s", self.redactor(str(exc)))
+            return
+        await self.deliver([_with_adapter(o, incoming) for o in out])
+
+    async def _builtin(self, incoming: Incoming) -> list[Outgoing] | None:
+        from .router import parse_command
+
+        cmd = parse_command(incoming.text, "/!")
+        if cmd is None:
+            return None
+        if cmd.bot and incoming.bot_username and cmd.bot.lower() != incoming.bot_username.lower():
+            return None
+        names = self.options.commands
+        adapter = self._adapter_for(incoming)
+        if adapter is None:
+            return None
+
+        def reply(text: str) -> list[Outgoing]:
+            return [
+                Outgoing(
+                    incoming.persona,
+                    incoming.platform,
+                    incoming.chat.id,
+                    text,
+                    incoming.message_id,
+                    f"builtin:{cmd.name}",
+                    key=f"reply:{adapter.name}:{incoming.chat.id}:{incoming.message_id}",
+                    at=self.clock.now(),
+                )
+            ]
+
+        persona = self.engine.personas.get(incoming.persona)
+        pname = persona.name if persona else incoming.persona
+        if names.subscribe and cmd.name == names.subscribe and self.store is not None:
+            new = await self.store.subscribe(adapter.name, incoming.chat.id, incoming.persona)
+            if new:
+                self._subscribers.setdefault(adapter.name, []).append(incoming.chat.id)
+            self._log_in(incoming, "builtin")
+            return reply(f"Subscribed: {pname}'s news will arrive here." if new else "This chat is already subscribed.")
+        if names.unsubscribe and cmd.name == names.unsubscribe and self.store is not None:
+            gone = await self.unsubscribe(adapter.name, incoming.chat.id)
+            self._log_in(incoming, "builtin")
+            return reply("Unsubscribed. Farewell!" if gone else "This chat was not subscribed.")
+        admin_cmds = {c for c in (names.emit, names.reload) if c}
+        if cmd.name in admin_cmds:
+            if incoming.user.id not in adapter.config.admins and not incoming.user.is_admin:
+                self._log_in(incoming, "refused: not an admin")
+                log.warning("refused /%s from non-admin user %s on %s", cmd.name, incoming.user.id, adapter.name)
+                return reply("Sorry, only the bot's admins can do that.")
+            self._log_in(incoming, "admin")
+            if cmd.name == names.emit:
+                from .chat import parse_event_line
+
+                try:
+                    event = parse_event_line(f"!event {cmd.args}", self.clock.now())
+                except ValueError as exc:
+                    return reply(f"Usage: /{names.emit} EVENT key=value … ({exc})")
+                await self.deliver(await self.engine.dispatch(event))
+                return reply(f"Event '{event.name}' raised.")
+            return reply(self.reload()[1])
+        return None
+
+    def reload(self) -> tuple[bool, str]:
+        """Reload personas; on any error keep the running version. Returns (ok, message)."""
+        if self._reload is None:
+            return False, "Reloading is not configured."
+        try:
+            personas = self._reload()
+        except PersonaeError as exc:
+            log.error("reload failed, keeping the running personas:\n%s", exc)
+            return False, f"Reload failed ({len(exc.diagnostics)} problem(s)); still running the previous version."
+        self.engine.reload(personas)
+        return True, f"Reloaded {len(personas)} persona(s)."
+
+    def _adapter_for(self, incoming: Incoming) -> Adapter | None:
+        for a in self.adapters:
+            same = a.persona == incoming.persona and a.platform == incoming.platform
+            if same and incoming.adapter in (None, a.name):
+                return a
+        return None
+
+    def _log_in(self, incoming: Incoming, status: str) -> None:
+        if self.store is not None:
+            self.store.log(
+                LogRow(
+                    "in",
+                    incoming.persona,
+                    incoming.platform,
+                    incoming.chat.id,
+                    incoming.user.id,
+                    incoming.user.name,
+                    incoming.text,
+                    None,
+                    None,
+                    None,
+                    status,
+                    None,
+                    self.options.run,
+                    self.clock.now(),
+                )
+            )
+
+    # -- messages out
+
+    async def deliver(self, outgoing: list[Outgoing]) -> None:
+        """Queue messages: expand broadcasts, split long text, write the outbox, wake dispatchers."""
+        if self.silent_until is not None:
+            outgoing = [o for o in outgoing if o.at is None or o.at >= self.silent_until]
+        if not outgoing:
+            return
+        if self.transcript is not None:
+            for o in outgoing:
+                self.transcript(o)
+        if self.store is None:
+            return
+        rows = self._rows
+        for o in outgoing:
+            for adapter in self.adapters:
+                if adapter.persona != o.persona or adapter.platform != o.platform:
+                    continue
+                if o.chat is not None:
+                    if o.adapter is not None and o.adapter != adapter.name:
+                        continue
+                    chats = [o.chat]
+                    base = f"{self.session}|{o.key}"
+                else:
+                    subs = self._subscribers.get(adapter.name, [])
+                    chats = list(dict.fromkeys([*map(str, adapter.channels), *subs]))
+                    base = o.key
+                parts = split_message(o.text, adapter.limits.max_length)
+                mission = o.at.isoformat() if o.at else None
+                for chat in chats:
+                    for n, part in enumerate(parts):
+                        rows.append(
+                            {
+                                "key": f"{base}|{adapter.name}|{chat}|{n}",
+                                "run": self.options.run,
+                                "persona": o.persona,
+                                "adapter": adapter.name,
+                                "chat": chat,
+                                "text": part,
+                                "reply_to": o.reply_to if n == 0 else None,
+                                "event": o.event,
+                                "rule": o.rule,
+                                "mission_time": mission,
+                            }
+                        )
+            if o.at is not None:
+                self._last_at = o.at
+        if len(rows) >= 2000:
+            await self.flush()
+        elif rows and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.linger)
+        self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write queued outbox rows now (one transaction) and wake the dispatchers."""
+        if self.store is None:
+            return
+        rows, self._rows = self._rows, []
+        if rows:
+            await self.store.outbox_add(rows)
+            for d in self.dispatchers.values():
+                d.notify()
+        if self.on_written is not None:
+            await self.on_written(self._last_at)
+
+    async def unsubscribe(self, adapter: str, chat: str) -> bool:
+        """Remove ``chat`` from ``adapter``'s broadcasts."""
+        if self.store is None:
+            return False
+        subs = self._subscribers.get(adapter, [])
+        if chat in subs:
+            subs.remove(chat)
+        return await self.store.unsubscribe(adapter, chat)
+
+    async def _sent(self, item: OutboxItem, receipt: Receipt) -> None:
+        return None
+
+    async def _failed(self, item: OutboxItem, error: str) -> None:
+        log.error("message %s to %s on %s failed for good: %s", item.id, item.chat, item.adapter, error)
+
+    async def _chat_gone(self, adapter: Adapter, chat: str, error: str) -> None:
+        if self.store is not None and await self.unsubscribe(adapter.name, chat):
+            log.warning("unsubscribed %s on %s: %s", chat, adapter.name, error)
+            self.store.log(
+                LogRow(
+                    "event",
+                    adapter.persona,
+                    adapter.platform,
+                    chat,
+                    text=error,
+                    status="unsubscribed",
+                    event="unsubscribed",
+                    run=self.options.run,
+                )
+            )
+
+    def _scheduler_error(self, exc: BaseException) -> None:
+        log.error("scheduled task failed: %s", self.redactor(f"{type(exc).__name__}: {exc}"))
+
+
+def _with_adapter(o: Outgoing, incoming: Incoming) -> Outgoing:
+    if o.chat is None or incoming.adapter is None:
+        return o
+    from dataclasses import replace
+
+    return replace(o, adapter=incoming.adapter)
+
+
+def watch_files(
+    paths: Callable[[], list[Path]], on_change: Callable[[], Awaitable[None]], interval: float = 1.0
+) -> asyncio.Task[None]:
+    """Poll ``paths()`` for modification-time changes and call ``on_change``."""
+
+    def snapshot() -> dict[Path, float]:
+        out = {}
+        for p in paths():
+            with contextlib.suppress(OSError):
+                out[p] = p.stat().st_mtime
+        return out
+
+    async def loop() -> None:
+        seen = snapshot()
+        while True:
+            await asyncio.sleep(interval)
+            now = snapshot()
+            if now != seen:
+                seen = now
+                await on_change()
+
+    return asyncio.create_task(loop(), name="personae-watch")
