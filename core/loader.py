@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, nodes
+from jinja2 import TemplateAssertionError, TemplateSyntaxError, nodes
 from jinja2.meta import find_undeclared_variables
 from pydantic import BaseModel, ValidationError
 
@@ -174,12 +174,14 @@ class _Compiler:
     def text(self, source: str, path: DataPath, context: str) -> Text | None:
         try:
             ast = self.tpl.parse(source)
+            if not self._check_ast(ast, path, context):
+                return None
+            return self.tpl.text(source)
         except TemplateSyntaxError as exc:
-            self.error(path, f"template syntax error: {exc.message}", line_offset=self._line(path, exc.lineno))
+            # An assertion error is a compile-time check (unknown filter or test).
+            kind = "template error" if isinstance(exc, TemplateAssertionError) else "template syntax error"
+            self.error(path, f"{kind}: {exc.message}", line_offset=self._line(path, exc.lineno))
             return None
-        if not self._check_ast(ast, path, context):
-            return None
-        return self.tpl.text(source)
 
     def _line(self, path: DataPath, lineno: int | None) -> int:
         style = self.src.styles.get(path)
@@ -191,10 +193,11 @@ class _Compiler:
         try:
             ast = self.tpl.parse("{{ (" + source + ") }}")
             fn = self.tpl.expression(source)
+            return fn if self._check_ast(ast, path, context) else None
         except TemplateSyntaxError as exc:
-            self.error(path, f"condition syntax error: {exc.message}")
+            kind = "condition error" if isinstance(exc, TemplateAssertionError) else "condition syntax error"
+            self.error(path, f"{kind}: {exc.message}")
             return None
-        return fn if self._check_ast(ast, path, context) else None
 
     def _check_ast(self, ast: nodes.Template, path: DataPath, context: str) -> bool:
         ok = True

@@ -173,3 +173,14 @@ def test_duplicate_persona_ids_across_files(tmp_path, write):
     [d] = info.value.diagnostics
     assert (d.file, d.line, d.column) == (str(b), 2, 10)
     assert "duplicate persona id 'p'" in d.message
+
+
+def test_unknown_filter(write):
+    p = write("p.yaml", BASE + "fallback:\n  say: '{{ persona.name | shout }}'\n")
+    assert errors_of(p) == [f"{p}:4:8: fallback.say: template error: No filter named 'shout'."]
+
+
+def test_condition_syntax_error(write):
+    p = write("p.yaml", BASE + "replies:\n  - when: {command: x}\n    if: 'state.x =='\n    say: hi\n")
+    [msg] = errors_of(p)
+    assert msg.startswith(f"{p}:5:9: replies[0].if: condition syntax error")
