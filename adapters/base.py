@@ -107,6 +107,9 @@ class Adapter(abc.ABC):
 
     platform: str = "abstract"
     limits: Limits = Limits()
+    #: Adapters with the same lane share one dispatcher, so their messages keep one
+    #: global order (all consoles write to one terminal). ``None``: a lane of its own.
+    lane: str | None = None
     #: Adapter-specific keys accepted in its ``[[adapters]]`` table (``None``: anything).
     option_names: frozenset[str] | None = frozenset()
 

@@ -27,6 +27,7 @@ class ConsoleAdapter(Adapter):
     platform = "console"
     limits = Limits(max_length=100_000, dialect="plain", concurrency=1)
     option_names = frozenset({"input", "user", "timestamps", "display_name"})
+    lane = "console"
 
     def __init__(self, config: AdapterConfig, *, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
         super().__init__(config)

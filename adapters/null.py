@@ -11,6 +11,7 @@ class NullAdapter(Adapter):
     platform = "null"
     limits = Limits(max_length=1_000_000, concurrency=1)
     option_names = frozenset({"display_name"})
+    lane = "null"
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
 
 
 class CronError(ValueError):
     """A cron expression that cannot be used."""
+
+
+def zone(name: str) -> tzinfo:
+    """An IANA time zone; :class:`CronError` if unknown."""
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CronError(f"unknown time zone '{name}' (use an IANA name like Europe/Paris)") from None
 
 
 def validate_cron(expr: str) -> None:
@@ -25,9 +36,13 @@ def validate_cron(expr: str) -> None:
         raise CronError(f"invalid cron expression '{expr}': {exc}") from None
 
 
-def fire_times(expr: str, after: datetime) -> Iterator[datetime]:
-    """Fire times of ``expr`` strictly after ``after`` (UTC, aware), forever."""
-    it = croniter(expr, after.astimezone(UTC))
+def fire_times(expr: str, after: datetime, tz: str = "UTC") -> Iterator[datetime]:
+    """Fire times (as UTC) of ``expr`` read in zone ``tz``, strictly after ``after``, forever.
+
+    Reading the fields in a local zone makes "09:00 every day" follow daylight
+    saving time, as people expect.
+    """
+    it = croniter(expr, after.astimezone(zone(tz)))
     while True:
         try:
             nxt = it.get_next(datetime)

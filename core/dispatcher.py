@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
@@ -27,6 +26,7 @@ from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
 from .store import OutboxItem, Store
 
 Redact = Callable[[str], str]
+Key = tuple[str, str]  # (adapter name, chat)
 
 
 @dataclass
@@ -41,17 +41,17 @@ class DispatchStats:
 
 
 class Dispatcher:
-    """Sends one adapter's pending outbox rows."""
+    """Sends the pending outbox rows of one lane: one adapter, or several sharing an output (consoles)."""
 
     def __init__(
         self,
         store: Store,
-        adapter: Adapter,
+        adapters: Adapter | Sequence[Adapter],
         *,
         redact: Redact = lambda s: s,
         on_sent: Callable[[OutboxItem, Receipt], Awaitable[None]] | None = None,
         on_failed: Callable[[OutboxItem, str], Awaitable[None]] | None = None,
-        on_chat_gone: Callable[[str, str], Awaitable[None]] | None = None,
+        on_chat_gone: Callable[[str, str, str], Awaitable[None]] | None = None,
         headroom: float = 0.97,
         max_attempts: int = 12,
         base_backoff: float = 0.5,
@@ -59,7 +59,9 @@ class Dispatcher:
         seed: int = 0,
     ) -> None:
         self.store = store
-        self.adapter = adapter
+        group = [adapters] if isinstance(adapters, Adapter) else list(adapters)
+        self.adapters = {a.name: a for a in group}
+        adapter = group[0]
         self.redact = redact
         self.on_sent = on_sent
         self.on_failed = on_failed
@@ -73,14 +75,13 @@ class Dispatcher:
         self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
         self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
         self._slots = asyncio.Semaphore(max(1, lim.concurrency))
-        self._queues: dict[str, deque[OutboxItem]] = {}
-        self._ready: list[tuple[float, int, str]] = []
-        self._scheduled: set[str] = set()
-        self._inflight: set[str] = set()
-        self._failures: dict[str, int] = {}
+        self._queues: dict[Key, deque[OutboxItem]] = {}
+        self._ready: list[tuple[float, int, Key]] = []
+        self._scheduled: set[Key] = set()
+        self._inflight: set[Key] = set()
+        self._failures: dict[Key, int] = {}
         self._attempts: dict[int, int] = {}
-        self._gone: set[str] = set()
-        self._seq = itertools.count()
+        self._gone: set[Key] = set()
         self._global_next = 0.0
         self._last_id = 0
         self._wake = asyncio.Event()
@@ -101,9 +102,9 @@ class Dispatcher:
         """Wait until nothing is pending or in flight."""
         await self._idle.wait()
 
-    def is_gone(self, chat: str) -> bool:
+    def is_gone(self, adapter: str, chat: str) -> bool:
         """Whether ``chat`` blocked or removed the bot during this run."""
-        return chat in self._gone
+        return (adapter, chat) in self._gone
 
     @property
     def pending(self) -> int:
@@ -122,7 +123,7 @@ class Dispatcher:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                ready_at, _, chat = self._ready[0]
+                ready_at, _, key = self._ready[0]
                 wait = max(ready_at, self._global_next) - time.monotonic()
                 if wait > 0:
                     self._wake.clear()
@@ -131,13 +132,13 @@ class Dispatcher:
                     continue
                 await self._slots.acquire()
                 heapq.heappop(self._ready)
-                self._scheduled.discard(chat)
-                queue = self._queues.get(chat)
+                self._scheduled.discard(key)
+                queue = self._queues.get(key)
                 if not queue:
                     self._slots.release()
                     continue
                 item = queue.popleft()
-                self._inflight.add(chat)
+                self._inflight.add(key)
                 if self._global_interval:
                     self._global_next = max(self._global_next, time.monotonic()) + self._global_interval
                 task = asyncio.create_task(self._send(item))
@@ -156,39 +157,45 @@ class Dispatcher:
         return any(self._queues.values())
 
     async def _load(self) -> None:
-        items = await self.store.outbox_pending(adapter=self.adapter.name, after_id=self._last_id, limit=2000)
+        items = await self.store.outbox_pending(adapters=list(self.adapters), after_id=self._last_id, limit=2000)
         self._more_in_db = len(items) == 2000
         for item in items:
             self._last_id = max(self._last_id, item.id)
-            if item.chat in self._gone:
+            key = (item.adapter, item.chat)
+            if key in self._gone:
                 await self.store.outbox_mark(item.id, "failed", error="chat unsubscribed (blocked or removed)")
                 continue
-            self._queues.setdefault(item.chat, deque()).append(item)
+            self._queues.setdefault(key, deque()).append(item)
             self._attempts.setdefault(item.id, item.attempts)
-            self._schedule(item.chat, 0.0)
+            self._schedule(key, 0.0)
         if items:
             self._idle.clear()
 
-    def _schedule(self, chat: str, at: float) -> None:
-        if chat in self._scheduled or chat in self._inflight or not self._queues.get(chat):
+    def _schedule(self, key: Key, at: float) -> None:
+        queue = self._queues.get(key)
+        if key in self._scheduled or key in self._inflight or not queue:
             return
-        self._scheduled.add(chat)
-        heapq.heappush(self._ready, (at, next(self._seq), chat))
+        self._scheduled.add(key)
+        # Ties (chats ready at once) go oldest message first: a lane with no
+        # per-chat pacing then sends in exact outbox order.
+        heapq.heappush(self._ready, (at, queue[0].id, key))
         self._wake.set()
 
-    def _chat_gap(self, chat: str) -> float:
+    def _chat_gap(self, key: Key) -> float:
         gap = self._chat_interval
-        if self._group_interval and self.adapter.is_group(chat):
+        if self._group_interval and self.adapters[key[0]].is_group(key[1]):
             gap = max(gap, self._group_interval)
         return gap
 
     async def _send(self, item: OutboxItem) -> None:
-        chat = item.chat
-        next_at = time.monotonic()
+        chat = key = (item.adapter, item.chat)
+        next_at = 0.0
         try:
-            delivery = Delivery(item.id, chat, item.text, item.reply_to, item.persona, item.event, item.mission_time)
+            delivery = Delivery(
+                item.id, item.chat, item.text, item.reply_to, item.persona, item.event, item.mission_time
+            )
             try:
-                receipt = await self.adapter.send(delivery)
+                receipt = await self.adapters[item.adapter].send(delivery)
             except DeliveryError as exc:
                 next_at = await self._failed(item, exc)
                 return
@@ -201,7 +208,8 @@ class Dispatcher:
             self._attempts.pop(item.id, None)
             await self.store.outbox_mark(item.id, "sent", receipt=",".join(receipt.message_ids))
             self.stats.sent += 1
-            next_at = time.monotonic() + self._chat_gap(chat)
+            gap = self._chat_gap(key)
+            next_at = time.monotonic() + gap if gap else 0.0
             if self.on_sent is not None:
                 await self.on_sent(item, receipt)
         finally:
@@ -213,7 +221,7 @@ class Dispatcher:
             self._wake.set()
 
     async def _failed(self, item: OutboxItem, exc: DeliveryError) -> float:
-        chat = item.chat
+        chat = (item.adapter, item.chat)
         message = self.redact(str(exc))
         attempts = self._attempts.get(item.id, item.attempts) + 1
         self._attempts[item.id] = attempts
@@ -243,7 +251,7 @@ class Dispatcher:
         return now + backoff * (0.5 + self._rng.random() / 2)
 
     async def _chat_gone(self, item: OutboxItem, message: str) -> None:
-        chat = item.chat
+        chat = (item.adapter, item.chat)
         first = chat not in self._gone
         self._gone.add(chat)
         dropped = [item, *self._queues.pop(chat, deque())]
@@ -253,4 +261,4 @@ class Dispatcher:
         if first:
             self.stats.unsubscribed += 1
             if self.on_chat_gone is not None:
-                await self.on_chat_gone(chat, message)
+                await self.on_chat_gone(item.adapter, item.chat, message)

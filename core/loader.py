@@ -341,13 +341,18 @@ class _Compiler:
 
     def scheduled(self, entry: ScheduleEntry, i: int) -> Scheduled:
         path: DataPath = ("schedule", i)
-        from .cron import CronError, validate_cron  # local: croniter only needed here
+        from .cron import CronError, validate_cron, zone  # local: croniter only needed here
 
         try:
             validate_cron(entry.cron)
         except CronError as exc:
             self.error((*path, "cron"), str(exc))
-        return Scheduled(entry.cron, entry.event or "schedule", self.action(entry, path, f"schedule[{i}]", "event"))
+        try:
+            zone(entry.timezone)
+        except CronError as exc:
+            self.error((*path, "timezone"), str(exc))
+        action = self.action(entry, path, f"schedule[{i}]", "event")
+        return Scheduled(entry.cron, entry.event or "schedule", action, entry.timezone)
 
 
 # --------------------------------------------------------------------------- public API

@@ -55,6 +55,7 @@ class Scheduled:
     cron: str
     event: str
     action: Action
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)

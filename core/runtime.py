@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -133,20 +132,22 @@ class Bot:
     async def start(self, *, schedules: bool = True) -> None:
         """Start dispatchers, adapters and cron schedules."""
         if self.store is not None:
+            lanes: dict[str, list[Adapter]] = {}
             for a in self.adapters:
                 self._subscribers[a.name] = await self.store.subscribers(a.name)
-            for a in self.adapters:
+                lanes.setdefault(a.lane or a.name, []).append(a)
+            for lane, group in lanes.items():
                 d = Dispatcher(
                     self.store,
-                    a,
+                    group,
                     redact=self.redactor,
                     on_sent=self._sent,
                     on_failed=self._failed,
-                    on_chat_gone=functools.partial(self._chat_gone, a),
+                    on_chat_gone=self._chat_gone,
                     seed=self.options.seed,
                 )
-                self.dispatchers[a.name] = d
-                self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{a.name}"))
+                self.dispatchers[lane] = d
+                self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{lane}"))
         for a in self.adapters:
             try:
                 await a.start(self.on_message)
@@ -167,7 +168,7 @@ class Bot:
         if persona is None or index >= len(persona.schedule):
             return
         entry = persona.schedule[index]
-        when = next(fire_times(entry.cron, after), None)
+        when = next(fire_times(entry.cron, after, entry.timezone), None)
         if when is None:
             return
 
@@ -405,7 +406,8 @@ class Bot:
     async def _failed(self, item: OutboxItem, error: str) -> None:
         log.error("message %s to %s on %s failed for good: %s", item.id, item.chat, item.adapter, error)
 
-    async def _chat_gone(self, adapter: Adapter, chat: str, error: str) -> None:
+    async def _chat_gone(self, name: str, chat: str, error: str) -> None:
+        adapter = next(a for a in self.adapters if a.name == name)
         if self.store is not None and await self.unsubscribe(adapter.name, chat):
             log.warning("unsubscribed %s on %s: %s", chat, adapter.name, error)
             self.store.log(

@@ -137,6 +137,7 @@ class ScheduleEntry(Reaction):
     """A recurring post on the (possibly virtual) clock, in UTC."""
 
     cron: str
+    timezone: str = Field(default="UTC", description="IANA zone the cron fields are read in, e.g. Europe/Paris")
     event: EventName | None = Field(default=None, description="name of the synthetic event (default: schedule)")
 
 

@@ -372,8 +372,8 @@ class Store:
         if not items:
             return 0
         now = utcnow()
-        before = self.db.total_changes
-        await self.db.executemany(
+        # rowcount, not total_changes: the log writer shares the connection.
+        cur = await self.db.executemany(
             "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule,"
             " mission_time, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
@@ -394,17 +394,17 @@ class Store:
             ],
         )
         await self.db.commit()
-        return self.db.total_changes - before
+        return max(cur.rowcount, 0)
 
     async def outbox_pending(
-        self, *, adapter: str | None = None, after_id: int = 0, limit: int = 500
+        self, *, adapters: Sequence[str] | None = None, after_id: int = 0, limit: int = 500
     ) -> list[OutboxItem]:
-        """Oldest pending messages first (with ``id > after_id``)."""
+        """Oldest pending messages first (of these adapters, with ``id > after_id``)."""
         sql = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE status = 'pending' AND id > ?"
         args: list[Any] = [after_id]
-        if adapter is not None:
-            sql += " AND adapter = ?"
-            args.append(adapter)
+        if adapters is not None:
+            sql += f" AND adapter IN ({','.join('?' * len(adapters))})"
+            args.extend(adapters)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         cur = await self.db.execute(sql, args)
@@ -435,20 +435,18 @@ class Store:
 
     async def subscribe(self, adapter: str, chat: str, persona: str) -> bool:
         """Subscribe ``chat``; ``False`` if it already was."""
-        before = self.db.total_changes
-        await self.db.execute(
+        cur = await self.db.execute(
             "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?)",
             (adapter, chat, persona, utcnow()),
         )
         await self.db.commit()
-        return self.db.total_changes > before
+        return cur.rowcount > 0
 
     async def unsubscribe(self, adapter: str, chat: str) -> bool:
         """Unsubscribe ``chat``; ``False`` if it was not subscribed."""
-        before = self.db.total_changes
-        await self.db.execute("DELETE FROM subscriptions WHERE adapter = ? AND chat = ?", (adapter, chat))
+        cur = await self.db.execute("DELETE FROM subscriptions WHERE adapter = ? AND chat = ?", (adapter, chat))
         await self.db.commit()
-        return self.db.total_changes > before
+        return cur.rowcount > 0
 
     async def subscribers(self, adapter: str) -> list[str]:
         """Chats subscribed to ``adapter``'s broadcasts, oldest first."""

@@ -187,14 +187,13 @@ def _from_csv(text: str, name: str, stem: str) -> Timeline:
             diags.append(Diagnostic(name, lineno, col, "event", f"'{event}' is not a valid event name"))
             continue
         col += len(row[1]) + 1
-        persona = row[2].strip() if len(row) > 2 and "=" not in row[2] else None
-        rest = row[3:] if len(row) > 2 and "=" not in row[2] else row[2:]
-        if persona == "":
-            persona = None
-        elif persona is not None:
-            if not re.match(IDENT, persona):
-                diags.append(Diagnostic(name, lineno, col, "persona", f"'{persona}' is not a valid persona id"))
-                continue
+        has_persona = len(row) > 2 and "=" not in row[2]
+        persona = row[2].strip() or None if has_persona else None
+        rest = row[3:] if has_persona else row[2:]
+        if persona is not None and not re.match(IDENT, persona):
+            diags.append(Diagnostic(name, lineno, col, "persona", f"'{persona}' is not a valid persona id"))
+            continue
+        if has_persona:
             col += len(row[2]) + 1
         data: dict[str, Any] = {}
         for cell in rest:
