@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from conftest import LANDER
 from personae import Chat, Event, Incoming, User
 from personae.engine import Engine

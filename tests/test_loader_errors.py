@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from personae.errors import PersonaeError
 from personae.loader import load_persona, load_personas
 

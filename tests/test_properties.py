@@ -9,9 +9,10 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from conftest import LANDER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import LANDER
 from personae import Chat, Incoming, User
 from personae.engine import Engine
 from personae.errors import PersonaeError

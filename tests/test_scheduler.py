@@ -95,7 +95,8 @@ async def test_delayed_emit_answers_later_in_mission_time():
         "    emit: {event: philae_landed, delay: 2m}\n"
     )
     rosetta = parse_persona(
-        "persona: rosetta\nname: Rosetta\nevents:\n  philae_landed:\n    say: 'I see him at {{ now.strftime(\"%H:%M\") }}!'\n"
+        "persona: rosetta\nname: Rosetta\nevents:\n  philae_landed:\n"
+        "    say: 'I see him at {{ now.strftime(\"%H:%M\") }}!'\n"
     )
     clock = VirtualClock(T0)
     sched = Scheduler(clock)

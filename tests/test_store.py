@@ -7,11 +7,12 @@ import sqlite3
 import stat
 
 import pytest
+from test_engine import T0
+
 from personae import Chat, Event, Incoming, User
 from personae.engine import Engine
 from personae.loader import load_personas
 from personae.store import SCHEMA_VERSION, Store, StoreError
-from test_engine import T0
 
 
 def msg(text: str, chat: str = "c1") -> Incoming:
