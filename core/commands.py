@@ -203,7 +203,8 @@ def _load_setup(
     from .loader import load_personas
 
     config = None
-    if config_path is not None or Path("bot.toml").exists():
+    # An explicit --personas means "these personas, console out": bot.toml is used only when named.
+    if config_path is not None or (personas_arg is None and Path("bot.toml").exists()):
         config = load_config(config_path or "bot.toml")
     persona_paths = personas_arg or (config.persona_paths() if config else ["personas"])
     personas = load_personas(persona_paths)

@@ -89,11 +89,13 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random(seed)
         self._more_in_db = True
+        self._generation = 0
 
     # -- public
 
     def notify(self) -> None:
         """New rows were added to the outbox."""
+        self._generation += 1
         self._more_in_db = True
         self._idle.clear()
         self._wake.set()
@@ -117,6 +119,7 @@ class Dispatcher:
             while True:
                 if self._more_in_db and self._loaded() < 1000:
                     await self._load()
+                    continue  # anything may have changed during the await: look again
                 if not self._ready:
                     if not self._inflight and not self._more_in_db and not self._queued():
                         self._idle.set()
@@ -129,6 +132,12 @@ class Dispatcher:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
+                if self._slots.locked():
+                    # Wait for a send to finish; it wakes us. Peek again afterwards:
+                    # the head of the heap may have changed meanwhile.
+                    self._wake.clear()
+                    await self._wake.wait()
                     continue
                 await self._slots.acquire()
                 heapq.heappop(self._ready)
@@ -157,8 +166,10 @@ class Dispatcher:
         return any(self._queues.values())
 
     async def _load(self) -> None:
+        generation = self._generation
         items = await self.store.outbox_pending(adapters=list(self.adapters), after_id=self._last_id, limit=2000)
-        self._more_in_db = len(items) == 2000
+        # A notify() that arrived during the query must not be forgotten.
+        self._more_in_db = len(items) == 2000 or generation != self._generation
         for item in items:
             self._last_id = max(self._last_id, item.id)
             key = (item.adapter, item.chat)

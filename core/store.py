@@ -491,9 +491,11 @@ class Store:
         )
         await self.db.commit()
 
-    async def replay_progress(self, run: str, position: str, status: str = "running") -> None:
-        """Record how far a replay got (the mission time of its last fully queued event)."""
-        await self.db.execute("UPDATE replays SET position = ?, status = ? WHERE run = ?", (position, status, run))
+    async def replay_progress(self, run: str, position: str, status: str | None = None) -> None:
+        """Record how far a replay got (the mission time of its last queued message); ``status`` if given."""
+        await self.db.execute(
+            "UPDATE replays SET position = ?, status = COALESCE(?, status) WHERE run = ?", (position, status, run)
+        )
         await self.db.commit()
 
 

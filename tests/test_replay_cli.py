@@ -1,0 +1,245 @@
+"""Replays and `personae run` end to end, through subprocesses: determinism, kill -9 and resume,
+graceful shutdown, and bad input."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def personae(*args: str, cwd: Path | None = None, stdin: str = "", timeout: float = 60):
+    # Run outside the repository by default, so its bot.toml and personae.db stay out of it.
+    cwd = cwd or Path(tempfile.mkdtemp(prefix="personae-cli-"))
+    return subprocess.run(
+        [sys.executable, "-m", "personae", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+def synthetic_timeline(path: Path, n: int, *, step_minutes: int = 1) -> Path:
+    start = datetime(2014, 11, 12, tzinfo=UTC)
+    lines = ["timeline: synth", "events:"]
+    for i in range(n):
+        at = (start + timedelta(minutes=step_minutes * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        name = "touchdown" if i % 2 == 0 else "drain"
+        lines += [f"  - at: {at}", f"    event: {name}", f"    data: {{site: site{i}}}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def timeline(tmp_path: Path) -> Path:
+    return synthetic_timeline(tmp_path / "t.yaml", 40)
+
+
+def test_replay_transcript_is_deterministic_byte_for_byte(persona_dir, timeline, tmp_path):
+    base = ["replay", str(timeline), "--personas", str(persona_dir), "--speed", "max", "--seed", "7"]
+    dry1 = personae(*base, "--dry-run")
+    dry2 = personae(*base, "--dry-run")
+    assert dry1.returncode == 0, dry1.stderr
+    assert dry1.stdout == dry2.stdout
+    lines = dry1.stdout.splitlines()
+    assert lines[0] == "2014-11-12 00:00 UTC  Lander: Touchdown at site0!"
+    assert "2014-11-12 00:00 UTC  Orbiter: I can see his legs at site0!" in lines
+    # A real run (outbox, dispatcher, console adapter) prints exactly the dry run's transcript.
+    real1 = personae(*base, "--db", str(tmp_path / "a.db"))
+    real2 = personae(*base, "--db", str(tmp_path / "b.db"))
+    assert real1.returncode == 0, real1.stderr
+    assert real1.stdout == real2.stdout == dry1.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["a.db", "b.db"]
+
+
+def test_different_seed_changes_only_random_picks(persona_dir, timeline):
+    a = personae("replay", str(timeline), "--personas", str(persona_dir), "--speed", "max", "--dry-run", "--seed", "1")
+    b = personae("replay", str(timeline), "--personas", str(persona_dir), "--speed", "max", "--dry-run", "--seed", "2")
+    assert len(a.stdout.splitlines()) == len(b.stdout.splitlines())
+
+
+def test_from_and_to_window_with_silent_prelude(persona_dir, timeline):
+    r = personae(
+        "replay",
+        str(timeline),
+        "--personas",
+        str(persona_dir),
+        "--speed",
+        "max",
+        "--dry-run",
+        "--from",
+        "2014-11-12T00:10:00Z",
+        "--to",
+        "2014-11-12T00:13:00Z",
+    )
+    assert r.returncode == 0, r.stderr
+    # 00:10 touchdown, 00:11 drain, 00:12 touchdown, 00:13 drain. The battery was drained 5 times
+    # before the window, silently (and `set` applies before `say`).
+    assert r.stdout.splitlines() == [
+        "2014-11-12 00:10 UTC  Lander: Touchdown at site10!",
+        "2014-11-12 00:10 UTC  Orbiter: I can see his legs at site10!",
+        "2014-11-12 00:11 UTC  Lander: Battery at 40%.",
+        "2014-11-12 00:12 UTC  Lander: Touchdown at site12!",
+        "2014-11-12 00:12 UTC  Orbiter: I can see his legs at site12!",
+        "2014-11-12 00:13 UTC  Lander: Battery at 30%.",
+    ]
+
+
+def test_killed_replay_resumes_with_nothing_lost_and_nothing_twice(persona_dir, tmp_path):
+    timeline = synthetic_timeline(tmp_path / "long.yaml", 150)
+    db = tmp_path / "crash.db"
+    args = ["replay", str(timeline), "--personas", str(persona_dir), "--seed", "3", "--db", str(db)]
+    full = personae(*args[:-2], "--speed", "max", "--dry-run").stdout.splitlines()
+    assert len(full) == 225
+
+    rng = random.Random(20141112)
+    seen: list[str] = []
+    run_id = None
+    kills = 0
+    for _attempt in range(40):
+        cmd = [sys.executable, "-m", "personae", *args, "--speed", "900"]
+        cmd += ["--resume", run_id] if run_id else []
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        if run_id is None:
+            first = proc.stderr.readline()
+            assert first.startswith("replay run "), first
+            run_id = first.split()[2]
+        if kills < 10:
+            time.sleep(rng.uniform(0.2, 1.0))
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        out, err = proc.communicate(timeout=120)
+        seen += out.splitlines()
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err
+    assert proc.returncode == 0 and kills == 10
+    counts = Counter(seen)
+    assert set(counts) == set(full)  # nothing skipped
+    # Lines are unique in this transcript, so a repeat is a re-sent message: at most the one in flight per kill.
+    assert sum(c - 1 for c in counts.values()) <= kills
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall() == [("sent", 225)]
+    assert con.execute("SELECT status FROM replays WHERE run = ?", (run_id,)).fetchone() == ("done",)
+
+
+def test_run_stops_gracefully_on_sigterm(persona_dir, tmp_path):
+    tl = synthetic_timeline(tmp_path / "t.yaml", 10, step_minutes=600)
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'
+        '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
+        f'[[timelines]]\nfile = "{tl}"\nspeed = 60\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "personae", "run"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    assert "personae running" in proc.stderr.readline()
+    assert proc.stdout.readline().endswith("Lander: Touchdown at site0!\n")
+    proc.stdin.write("/status\n")
+    proc.stdin.flush()
+    # The answer follows the state the timeline has reached.
+    assert proc.stdout.readline().endswith("Lander: Phase surface, battery 100%.\n")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.rstrip().endswith("stopped.")
+    con = sqlite3.connect(tmp_path / "bot.db")
+    texts = [r[0] for r in con.execute("SELECT text FROM interactions WHERE direction = 'in'")]
+    assert texts == ["/status"]
+    assert con.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
+
+
+def test_default_bot_toml_runs_with_no_token(tmp_path):
+    # The shipped bot.toml, at max speed, to the end of the mission.
+    text = (ROOT / "bot.toml").read_text().replace("speed = 2_200_000", 'speed = "max"')
+    text = text.replace('"personas/', f'"{ROOT}/personas/').replace('database = "personae.db"', 'database = "t.db"')
+    (tmp_path / "bot.toml").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")}
+    r = subprocess.run(
+        [sys.executable, "-m", "personae", "run", "--until-done"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("2004-03-02 07:17 UTC  ")
+    assert any(line.startswith("2014-11-12 15:34 UTC  Philae: ") for line in lines)
+    assert lines[-1].startswith("2016-09-30 ")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "landr"\n',
+            "bot.toml:5: adapters[0].persona: unknown persona 'landr' (did you mean 'lander'?)",
+        ),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "consol"\npersona = "lander"\n',
+            "bot.toml:4: adapters[0].type: unknown adapter type 'consol' (did you mean 'console'?)",
+        ),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\ndatabse = "x.db"\n',
+            "bot.toml:3: bot.databse: unknown key 'databse' (did you mean 'database'?)",
+        ),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\ninptu = true\n',
+            "bot.toml:6: adapters[0].inptu: unknown option 'inptu' for console (did you mean 'input'?)",
+        ),
+        ("[bot\n", "bot.toml:1:5: invalid TOML: Expected ']' at the end of a table declaration"),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\n'
+            '[[timelines]]\nfile = "missing.yaml"\n',
+            "bot.toml:7: timelines[0].file: no such file: ",
+        ),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\n'
+            '[[timelines]]\nfile = "x.yaml"\nspeed = -5\n',
+            "bot.toml:8: timelines[0].speed: speed must be positive (or 'max')",
+        ),
+    ],
+)
+def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
+    (tmp_path / "bot.toml").write_text(toml.replace("P/", f"{persona_dir}/"))
+    r = personae("run", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"error: {tmp_path / message.split(':')[0]}:" if False else "error: ")
+    assert message.replace("bot.toml", str(tmp_path / "bot.toml"), 1) in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_replay_bad_arguments(persona_dir, timeline, tmp_path):
+    r = personae("replay", str(timeline), "--personas", str(persona_dir), "--from", "2015-01-01", "--to", "2014-01-01")
+    assert (r.returncode, r.stderr) == (1, "error: --from 2015-01-01 is after --to 2014-01-01\n")
+    r = personae("replay", str(timeline), "--personas", str(persona_dir), "--speed", "fast")
+    assert (r.returncode, r.stderr) == (1, "error: --speed: 'fast' is not a number or 'max'\n")
+    r = personae("replay", str(tmp_path / "nope.yaml"), "--personas", str(persona_dir))
+    assert r.returncode == 1 and "no such timeline file" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("timeline: b\nevents:\n  - at: 2014-11-12T10:00:00\n    event: x\n")
+    r = personae("replay", str(bad), "--personas", str(persona_dir), "--dry-run")
+    assert r.returncode == 1 and r.stderr.startswith(f"{bad}:3:9: events[0].at:")
+    r = personae(
+        "replay", str(timeline), "--personas", str(persona_dir), "--resume", "nope", "--db", str(tmp_path / "r.db")
+    )
+    assert r.returncode == 1 and "no replay run 'nope'" in r.stderr
