@@ -107,6 +107,10 @@ class Adapter(abc.ABC):
 
     platform: str = "abstract"
     limits: Limits = Limits()
+    #: True when the platform drops a repeated send by itself (a sink, or an API with
+    #: idempotency keys). Then outcomes need not be on disk before the next send,
+    #: and the dispatcher group-commits them: a crash can only cause harmless repeats.
+    idempotent: bool = False
     #: Adapters with the same lane share one dispatcher, so their messages keep one
     #: global order (all consoles write to one terminal). ``None``: a lane of its own.
     lane: str | None = None

@@ -60,6 +60,10 @@ class VirtualClock:
         elapsed = (time.monotonic() - self._real0) * self.speed
         return self._anchor + timedelta(seconds=elapsed)
 
+    def is_instant(self, when: datetime) -> bool:
+        """Whether reaching ``when`` takes no real time (full speed, or fast-forwarding)."""
+        return self.speed is None or (self.fast_until is not None and when <= self.fast_until)
+
     def jump(self, when: datetime) -> None:
         """Set mission time to ``when`` (keeps running at the same speed from there)."""
         self._anchor = when.astimezone(UTC)

@@ -62,6 +62,7 @@ class Dispatcher:
         group = [adapters] if isinstance(adapters, Adapter) else list(adapters)
         self.adapters = {a.name: a for a in group}
         adapter = group[0]
+        self._idempotent = all(a.idempotent for a in group)
         self.redact = redact
         self.on_sent = on_sent
         self.on_failed = on_failed
@@ -90,6 +91,8 @@ class Dispatcher:
         self._rng = random.Random(seed)
         self._more_in_db = True
         self._generation = 0
+        self._marks: list[tuple[tuple[int, str, str | None, str | None], asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     # -- public
 
@@ -101,8 +104,10 @@ class Dispatcher:
         self._wake.set()
 
     async def drained(self) -> None:
-        """Wait until nothing is pending or in flight."""
+        """Wait until nothing is pending or in flight, and every outcome is on disk."""
         await self._idle.wait()
+        while self._committer is not None and not self._committer.done():
+            await asyncio.shield(self._committer)
 
     def is_gone(self, adapter: str, chat: str) -> bool:
         """Whether ``chat`` blocked or removed the bot during this run."""
@@ -159,6 +164,34 @@ class Dispatcher:
 
     # -- internals
 
+    async def _mark(self, item_id: int, status: str, *, error: str | None = None, receipt: str | None = None) -> None:
+        """Record an outcome durably before returning.
+
+        Outcomes of sends that finish together share one transaction (group
+        commit), so concurrency buys throughput without weakening the rule
+        that a send's outcome is on disk before that slot sends again.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._marks.append(((item_id, status, error, receipt), future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_marks())
+        if not self._idempotent:
+            await future
+
+    async def _commit_marks(self) -> None:
+        while self._marks:
+            batch, self._marks = self._marks, []
+            try:
+                await self.store.outbox_mark_many([outcome for outcome, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
     def _loaded(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
@@ -174,7 +207,7 @@ class Dispatcher:
             self._last_id = max(self._last_id, item.id)
             key = (item.adapter, item.chat)
             if key in self._gone:
-                await self.store.outbox_mark(item.id, "failed", error="chat unsubscribed (blocked or removed)")
+                await self._mark(item.id, "failed", error="chat unsubscribed (blocked or removed)")
                 continue
             self._queues.setdefault(key, deque()).append(item)
             self._attempts.setdefault(item.id, item.attempts)
@@ -217,7 +250,7 @@ class Dispatcher:
                 return
             self._failures.pop(chat, None)
             self._attempts.pop(item.id, None)
-            await self.store.outbox_mark(item.id, "sent", receipt=",".join(receipt.message_ids))
+            await self._mark(item.id, "sent", receipt=",".join(receipt.message_ids))
             self.stats.sent += 1
             gap = self._chat_gap(key)
             next_at = time.monotonic() + gap if gap else 0.0
@@ -242,14 +275,14 @@ class Dispatcher:
             return now
         if exc.permanent or attempts >= self.max_attempts:
             self.stats.failed += 1
-            await self.store.outbox_mark(item.id, "failed", error=message)
+            await self._mark(item.id, "failed", error=message)
             if self.on_failed is not None:
                 await self.on_failed(item, message)
             return now + self._chat_gap(chat)
         # Transient: the row stays pending and goes back to the head of its chat's queue.
         self.stats.retries += 1
         self._queues.setdefault(chat, deque()).appendleft(item)
-        await self.store.outbox_mark(item.id, "pending", error=message)
+        await self._mark(item.id, "pending", error=message)
         if exc.retry_after is not None:
             self.stats.rate_limited += 1
             wait = exc.retry_after
@@ -267,7 +300,7 @@ class Dispatcher:
         self._gone.add(chat)
         dropped = [item, *self._queues.pop(chat, deque())]
         for it in dropped:
-            await self.store.outbox_mark(it.id, "failed", error=message)
+            await self._mark(it.id, "failed", error=message)
         self.stats.failed += len(dropped)
         if first:
             self.stats.unsubscribed += 1

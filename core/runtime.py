@@ -119,6 +119,7 @@ class Bot:
         self._subscribers: dict[str, list[str]] = {}
         self._rows: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
         #: Seconds queued rows may wait to be written together (0: next loop turn).
         self.linger = 0.0
         #: Called after each outbox write, with the mission time of the last message written.
@@ -205,6 +206,11 @@ class Bot:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
         if self.store is not None:
             await self.flush()
             await self.store.flush()
@@ -377,19 +383,28 @@ class Bot:
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.linger)
         self._flusher = None
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:  # the rows stay queued; the next flush retries them
+            log.error("could not write the outbox: %s", exc)
 
     async def flush(self) -> None:
         """Write queued outbox rows now (one transaction) and wake the dispatchers."""
         if self.store is None:
             return
-        rows, self._rows = self._rows, []
-        if rows:
-            await self.store.outbox_add(rows)
-            for d in self.dispatchers.values():
-                d.notify()
-        if self.on_written is not None:
-            await self.on_written(self._last_at)
+        async with self._flush_lock:  # one writer at a time keeps rows in their queued order
+            rows, self._rows = self._rows, []
+            last = self._last_at
+            if rows:
+                try:
+                    await self.store.outbox_add(rows)
+                except BaseException:
+                    self._rows[:0] = rows  # never drop a message: the next flush retries
+                    raise
+                for d in self.dispatchers.values():
+                    d.notify()
+            if self.on_written is not None:
+                await self.on_written(last)
 
     async def unsubscribe(self, adapter: str, chat: str) -> bool:
         """Remove ``chat`` from ``adapter``'s broadcasts."""

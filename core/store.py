@@ -1,9 +1,15 @@
 """The SQLite store: interaction log, persona state, outbox, subscriptions, replays.
 
-One aiosqlite connection in WAL mode. Log rows and state changes are queued
-in memory and written in batches by a writer task, so logging never limits
-throughput; :meth:`Store.close` flushes everything that was queued. The outbox
-is written through at once, because delivery guarantees depend on it.
+One aiosqlite connection in WAL mode, in autocommit mode: a single statement
+is its own transaction (one thread hop), batches take an explicit one. Log
+rows and state changes are queued in memory and written in batches by a
+writer task, so logging never limits throughput; :meth:`Store.close` flushes
+everything that was queued. The outbox is written through at once, because
+delivery guarantees depend on it.
+
+Every cursor is created and dropped on aiosqlite's worker thread
+(``execute_fetchall``, or an explicit ``close``): a cursor finalised on the
+event loop's thread while the worker runs a statement is API misuse.
 """
 
 from __future__ import annotations
@@ -143,6 +149,24 @@ _STATE_SQL = (
     "INSERT INTO state (persona, scope, chat, data, updated) VALUES (?,?,?,?,?)"
     " ON CONFLICT (persona, scope, chat) DO UPDATE SET data = excluded.data, updated = excluded.updated"
 )
+_LOG_COLS = (
+    "id",
+    "ts",
+    "direction",
+    "persona",
+    "platform",
+    "chat",
+    "user",
+    "user_name",
+    "text",
+    "rule",
+    "seed",
+    "latency_ms",
+    "status",
+    "event",
+    "run",
+    "mission_time",
+)
 _OUTBOX_COLS = "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts"
 
 
@@ -195,15 +219,15 @@ class Store:
         try:
             if self.readonly:
                 uri = f"file:{self.path.resolve()}?mode=ro"
-                self._db = await aiosqlite.connect(uri, uri=True)
+                self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             else:
-                self._db = await aiosqlite.connect(self.path)
-            await self._db.execute("PRAGMA busy_timeout = 5000")
-            version = (await (await self._db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
-            await (await self._db.execute("SELECT count(*) FROM sqlite_master")).fetchone()
+                self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute_fetchall("PRAGMA busy_timeout = 5000")
+            version = next(iter(await self._db.execute_fetchall("PRAGMA user_version")))[0]
+            await self._db.execute_fetchall("SELECT count(*) FROM sqlite_master")
             if not self.readonly:
-                await self._db.execute("PRAGMA journal_mode = WAL")
-                await self._db.execute("PRAGMA synchronous = NORMAL")
+                await self._db.execute_fetchall("PRAGMA journal_mode = WAL")
+                await self._db.execute_fetchall("PRAGMA synchronous = NORMAL")
                 await self._migrate(int(version))
             elif version > SCHEMA_VERSION:
                 raise StoreError(
@@ -230,9 +254,10 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: database schema v{version} is newer than this personae (v{SCHEMA_VERSION})")
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            await self._db.executescript(
+            cur = await self._db.executescript(
                 "BEGIN;\n" + _MIGRATIONS[target] + f"\nPRAGMA user_version = {target};\nCOMMIT;"
             )
+            await cur.close()
 
     async def close(self) -> None:
         """Flush everything queued and close the connection. Safe to call twice."""
@@ -246,6 +271,29 @@ class Store:
         await self.flush()
         await self._db.close()
         self._db = None
+
+    async def _write(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """One write statement, committed on its own (use RETURNING to learn what changed)."""
+        async with self._lock:
+            return list(await self.db.execute_fetchall(sql, args))
+
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return list(await self.db.execute_fetchall(sql, args))
+
+    async def _batch(self, *statements: tuple[str, Sequence[Sequence[Any]]]) -> None:
+        """Several ``executemany`` in one transaction."""
+        async with self._lock:
+            db = self.db
+            await db.execute_fetchall("BEGIN")
+            try:
+                for sql, rows in statements:
+                    cur = await db.executemany(sql, rows)
+                    await cur.close()
+                await db.execute_fetchall("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute_fetchall("ROLLBACK")
+                raise
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -299,29 +347,26 @@ class Store:
         """Write every queued row and state change now."""
         if not self._rows and not self._states:
             return
-        async with self._lock:
-            rows, self._rows = self._rows, []
-            states, self._states = self._states, {}
-            now = utcnow()
-            try:
-                if rows:
-                    await self.db.executemany(_LOG_SQL, rows)
-                if states:
-                    await self.db.executemany(_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()])
-                await self.db.commit()
-            except sqlite3.Error:
-                self._rows[:0] = rows
-                for k, v in states.items():
-                    self._states.setdefault(k, v)
-                raise
+        rows, self._rows = self._rows, []
+        states, self._states = self._states, {}
+        now = utcnow()
+        try:
+            await self._batch(
+                (_LOG_SQL, rows), (_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()])
+            )
+        except sqlite3.Error:
+            self._rows[:0] = rows
+            for k, v in states.items():
+                self._states.setdefault(k, v)
+            raise
 
     # -- state
 
     async def load_states(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         """All saved state, keyed by (persona, scope, chat)."""
         await self.flush()
-        cur = await self.db.execute("SELECT persona, scope, chat, data FROM state")
-        return {(p, s, c): json.loads(d) for p, s, c, d in await cur.fetchall()}
+        rows = await self._read("SELECT persona, scope, chat, data FROM state")
+        return {(p, s, c): json.loads(d) for p, s, c, d in rows}
 
     # -- log queries
 
@@ -354,47 +399,42 @@ class Store:
             sql += " LIMIT ?"
             args.append(limit)
         try:
-            cur = await self.db.execute(sql, args)
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+            found = await self._read(sql.replace("SELECT *", f"SELECT {', '.join(_LOG_COLS)}"), args)
         except sqlite3.DatabaseError as exc:
             raise StoreError(_explain(self.path, exc)) from None
+        rows = [dict(zip(_LOG_COLS, r, strict=True)) for r in found]
         rows.reverse()
         return rows
 
     # -- outbox
 
-    async def outbox_add(self, items: Sequence[Mapping[str, Any]]) -> int:
-        """Insert messages to send; an existing idempotency ``key`` is left as is.
-
-        Returns how many were new.
-        """
+    async def outbox_add(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Insert messages to send, in one transaction; an existing idempotency ``key`` is left as is."""
         if not items:
-            return 0
+            return
         now = utcnow()
-        # rowcount, not total_changes: the log writer shares the connection.
-        cur = await self.db.executemany(
-            "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule,"
-            " mission_time, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    i["key"],
-                    i.get("run"),
-                    i["persona"],
-                    i["adapter"],
-                    i["chat"],
-                    i["text"],
-                    i.get("reply_to"),
-                    i.get("event"),
-                    i.get("rule"),
-                    i.get("mission_time"),
-                    now,
-                )
-                for i in items
-            ],
+        await self._batch(
+            (
+                "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule,"
+                " mission_time, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        i["key"],
+                        i.get("run"),
+                        i["persona"],
+                        i["adapter"],
+                        i["chat"],
+                        i["text"],
+                        i.get("reply_to"),
+                        i.get("event"),
+                        i.get("rule"),
+                        i.get("mission_time"),
+                        now,
+                    )
+                    for i in items
+                ],
+            )
         )
-        await self.db.commit()
-        return max(cur.rowcount, 0)
 
     async def outbox_pending(
         self, *, adapters: Sequence[str] | None = None, after_id: int = 0, limit: int = 500
@@ -407,19 +447,24 @@ class Store:
             args.extend(adapters)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
-        cur = await self.db.execute(sql, args)
-        return [OutboxItem(*r) for r in await cur.fetchall()]
+        return [OutboxItem(*r) for r in await self._read(sql, args)]
 
     async def outbox_mark(
         self, item_id: int, status: str, *, error: str | None = None, receipt: str | None = None
     ) -> None:
         """Record a delivery outcome (``sent``/``failed``) or a failed attempt (``pending``)."""
-        await self.db.execute(
-            "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, receipt = COALESCE(?, receipt),"
-            " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
-            (status, error, receipt, status, utcnow(), item_id),
+        await self.outbox_mark_many([(item_id, status, error, receipt)])
+
+    async def outbox_mark_many(self, outcomes: Sequence[tuple[int, str, str | None, str | None]]) -> None:
+        """Record several outcomes ``(id, status, error, receipt)`` in one transaction (group commit)."""
+        now = utcnow()
+        await self._batch(
+            (
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, receipt = COALESCE(?, receipt),"
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                [(status, error, receipt, status, now, item_id) for item_id, status, error, receipt in outcomes],
+            )
         )
-        await self.db.commit()
 
     async def outbox_counts(self, run: str | None = None) -> dict[str, int]:
         """Outbox rows per status (for one run, if given)."""
@@ -428,52 +473,50 @@ class Store:
         if run is not None:
             sql += " WHERE run = ?"
             args.append(run)
-        cur = await self.db.execute(sql + " GROUP BY status", args)
-        return {s: n for s, n in await cur.fetchall()}
+        return {s: n for s, n in await self._read(sql + " GROUP BY status", args)}
 
     # -- subscriptions
 
     async def subscribe(self, adapter: str, chat: str, persona: str) -> bool:
         """Subscribe ``chat``; ``False`` if it already was."""
-        cur = await self.db.execute(
-            "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?)",
+        added = await self._write(
+            "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?) RETURNING chat",
             (adapter, chat, persona, utcnow()),
         )
-        await self.db.commit()
-        return cur.rowcount > 0
+        return bool(added)
 
     async def unsubscribe(self, adapter: str, chat: str) -> bool:
         """Unsubscribe ``chat``; ``False`` if it was not subscribed."""
-        cur = await self.db.execute("DELETE FROM subscriptions WHERE adapter = ? AND chat = ?", (adapter, chat))
-        await self.db.commit()
-        return cur.rowcount > 0
+        gone = await self._write(
+            "DELETE FROM subscriptions WHERE adapter = ? AND chat = ? RETURNING chat", (adapter, chat)
+        )
+        return bool(gone)
 
     async def subscribers(self, adapter: str) -> list[str]:
         """Chats subscribed to ``adapter``'s broadcasts, oldest first."""
-        cur = await self.db.execute(
-            "SELECT chat FROM subscriptions WHERE adapter = ? ORDER BY created, rowid", (adapter,)
-        )
-        return [r[0] for r in await cur.fetchall()]
+        rows = await self._read("SELECT chat FROM subscriptions WHERE adapter = ? ORDER BY created, rowid", (adapter,))
+        return [r[0] for r in rows]
 
     async def subscribe_many(self, adapter: str, chats: Iterable[str], persona: str) -> None:
         """Bulk subscribe (imports, tests, benchmarks)."""
         now = utcnow()
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?)",
-            [(adapter, c, persona, now) for c in chats],
+        await self._batch(
+            (
+                "INSERT OR IGNORE INTO subscriptions (adapter, chat, persona, created) VALUES (?,?,?,?)",
+                [(adapter, c, persona, now) for c in chats],
+            )
         )
-        await self.db.commit()
 
     # -- replays
 
     async def replay_get(self, run: str) -> dict[str, Any] | None:
         """A replay run's record, or ``None``."""
-        cur = await self.db.execute(
+        found = await self._read(
             "SELECT run, timeline, options, started, position, status FROM replays WHERE run = ?", (run,)
         )
-        row = await cur.fetchone()
-        if row is None:
+        if not found:
             return None
+        row = found[0]
         return {
             "run": row[0],
             "timeline": row[1],
@@ -485,18 +528,16 @@ class Store:
 
     async def replay_start(self, run: str, timeline: str, options: Mapping[str, Any]) -> None:
         """Record a new replay run."""
-        await self.db.execute(
+        await self._write(
             "INSERT INTO replays (run, timeline, options, started) VALUES (?,?,?,?)",
             (run, timeline, json.dumps(dict(options), default=str), utcnow()),
         )
-        await self.db.commit()
 
     async def replay_progress(self, run: str, position: str, status: str | None = None) -> None:
         """Record how far a replay got (the mission time of its last queued message); ``status`` if given."""
-        await self.db.execute(
+        await self._write(
             "UPDATE replays SET position = ?, status = COALESCE(?, status) WHERE run = ?", (position, status, run)
         )
-        await self.db.commit()
 
 
 def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
