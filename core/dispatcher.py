@@ -154,7 +154,11 @@ class Dispatcher:
                 item = queue.popleft()
                 self._inflight.add(key)
                 if self._global_interval:
-                    self._global_next = max(self._global_next, time.monotonic()) + self._global_interval
+                    # Keep the average pace even when a wake-up comes late, but never
+                    # bank more than one interval of lateness (no bursts after a lull).
+                    now = time.monotonic()
+                    base = self._global_next if self._global_next > now - self._global_interval else now
+                    self._global_next = base + self._global_interval
                 task = asyncio.create_task(self._send(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)

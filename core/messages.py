@@ -42,6 +42,9 @@ class Incoming:
     received_at: datetime | None = None
     #: Name of the adapter instance that received it (several may share a platform).
     adapter: str | None = None
+    #: ``"text"`` for messages a persona answers; anything else (``"sticker"``,
+    #: ``"photo"``, ``"edited"``, ``"join"``, ``"chatter"``…) is logged and ignored.
+    kind: str = "text"
 
 
 @dataclass(frozen=True, slots=True)

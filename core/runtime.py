@@ -28,7 +28,7 @@ from .errors import PersonaeError
 from .messages import Event, Incoming, Outgoing
 from .persona import Persona
 from .scheduler import Scheduler
-from .secrets import Redactor
+from .secrets import Redactor, install_log_redaction
 from .store import LogRow, OutboxItem, Store
 from .templates import TemplateRenderError
 from .text import split_message
@@ -132,6 +132,7 @@ class Bot:
 
     async def start(self, *, schedules: bool = True) -> None:
         """Start dispatchers, adapters and cron schedules."""
+        install_log_redaction(self.redactor)
         if self.store is not None:
             lanes: dict[str, list[Adapter]] = {}
             for a in self.adapters:
@@ -219,6 +220,9 @@ class Bot:
 
     async def on_message(self, incoming: Incoming) -> None:
         """Handle one user message from an adapter: built-in commands, then the persona."""
+        if incoming.kind != "text":
+            self._log_in(incoming, f"ignored: {incoming.kind}")
+            return
         try:
             handled = await self._builtin(incoming)
             if handled is not None:
@@ -405,6 +409,15 @@ class Bot:
                     d.notify()
             if self.on_written is not None:
                 await self.on_written(last)
+
+    async def subscribe(self, adapter: str, chats: Sequence[str]) -> None:
+        """Subscribe ``chats`` to ``adapter``'s broadcasts (imports, tests, benchmarks)."""
+        if self.store is None:
+            return
+        persona = next(a.persona for a in self.adapters if a.name == adapter)
+        await self.store.subscribe_many(adapter, chats, persona)
+        subs = self._subscribers.setdefault(adapter, [])
+        subs.extend(c for c in chats if c not in set(subs))
 
     async def unsubscribe(self, adapter: str, chat: str) -> bool:
         """Remove ``chat`` from ``adapter``'s broadcasts."""

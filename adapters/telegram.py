@@ -1,0 +1,326 @@
+"""Telegram, through python-telegram-bot: long polling by default, webhook optional.
+
+One adapter serves one persona with one bot token. Options in bot.toml::
+
+    [[adapters]]
+    type = "telegram"
+    persona = "philae"
+    token_env = "PHILAE_TELEGRAM_TOKEN"   # the token itself only ever lives in the environment
+    admins = [123456789]                  # may use /emit and /reload
+    channels = [-1001234567890]           # chats that get every broadcast
+    # parse_mode = "html"                 # default: plain text
+    # base_url = "https://my-bot-api.example/bot"   # a self-hosted Bot API server
+    # mode = "webhook"; webhook_url = "https://bot.example/tg"; listen = "0.0.0.0"; port = 8443
+    # secret_token_env = "PHILAE_WEBHOOK_SECRET"   # else a random secret per start
+
+Flow control (Telegram's published limits: ~30 messages/s per bot, 1/s per
+chat, 20/minute per group) is the dispatcher's job; this adapter only maps
+each API outcome to a :class:`DeliveryError` it can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from telegram import Bot, Message, ReplyParameters, Update
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import Updater
+from telegram.request import HTTPXRequest
+
+from .base import Adapter, AdapterConfig, Delivery, DeliveryError, IncomingHandler, Limits, OptionError, Receipt
+
+log = logging.getLogger("personae.telegram")
+
+ALLOWED_UPDATES = ["message", "edited_message", "channel_post", "my_chat_member"]
+
+
+class TelegramAdapter(Adapter):
+    """A Telegram bot speaking as one persona."""
+
+    platform = "telegram"
+    option_names = frozenset(
+        {
+            "token_env",
+            "base_url",
+            "base_file_url",
+            "parse_mode",
+            "mode",
+            "listen",
+            "port",
+            "url_path",
+            "webhook_url",
+            "secret_token_env",
+            "poll_timeout",
+            "global_rate",
+            "per_chat_rate",
+            "group_per_minute",
+            "concurrency",
+            "display_name",
+            "read_timeout",
+        }
+    )
+
+    def __init__(self, config: AdapterConfig, token: str, webhook_secret: str | None = None) -> None:
+        super().__init__(config)
+        opts = dict(config.options)
+        self._token = token
+        self.parse_mode = ParseMode.HTML if str(opts.get("parse_mode", "")).lower() == "html" else None
+        self.limits = Limits(
+            max_length=4096,
+            dialect="html" if self.parse_mode else "plain",
+            global_rate=float(opts.get("global_rate", 30)),
+            per_chat_rate=float(opts.get("per_chat_rate", 1)),
+            group_per_minute=float(opts.get("group_per_minute", 20)),
+            concurrency=int(opts.get("concurrency", 8)),
+        )
+        self.mode = str(opts.get("mode", "polling"))
+        if self.mode not in ("polling", "webhook"):
+            raise OptionError("mode", f"mode must be 'polling' or 'webhook', not '{self.mode}'")
+        self.poll_timeout = float(opts.get("poll_timeout", 30))
+        self.webhook_url = str(opts.get("webhook_url", ""))
+        if self.mode == "webhook" and not self.webhook_url:
+            raise OptionError("webhook_url", "webhook mode needs webhook_url (the public https URL Telegram posts to)")
+        self.listen = str(opts.get("listen", "127.0.0.1"))
+        self.port = int(opts.get("port", 8443))
+        self.url_path = "/" + str(opts.get("url_path", "telegram")).strip("/")
+        self._secret = webhook_secret or secrets.token_urlsafe(32)
+        timeout = float(opts.get("read_timeout", 10))
+        # One pool slot per concurrent send, plus headroom; PTB's default pool has one.
+        request = HTTPXRequest(connection_pool_size=self.limits.concurrency + 2, read_timeout=timeout)
+        polling = HTTPXRequest(connection_pool_size=1, read_timeout=self.poll_timeout + timeout)
+        base_url = str(opts.get("base_url", "https://api.telegram.org/bot"))
+        base_file_url = str(opts.get("base_file_url", base_url.replace("/bot", "/file/bot")))
+        self.bot = Bot(
+            token, base_url=base_url, base_file_url=base_file_url, request=request, get_updates_request=polling
+        )
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._updater: Updater | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._site: Any = None
+        self._runner: Any = None
+        self.refused_webhook_requests = 0
+
+    @classmethod
+    def create(cls, config: AdapterConfig, environ: Mapping[str, str]) -> TelegramAdapter:
+        """Read the token (and the webhook secret, if named) from the environment."""
+        token = cls.token_from(config, environ)
+        secret = None
+        if config.options.get("secret_token_env"):
+            secret = cls.token_from(config, environ, "secret_token_env")
+        return cls(config, token, secret)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The token and the webhook secret."""
+        return (self._token, self._secret)
+
+    def is_group(self, chat: str) -> bool:
+        """Groups and channels have negative ids (or @names)."""
+        return chat.startswith("-") or chat.startswith("@")
+
+    @property
+    def username(self) -> str | None:
+        """The bot's @username (known once started)."""
+        try:
+            return self.bot.username
+        except RuntimeError:
+            return None
+
+    # -- lifecycle
+
+    async def start(self, on_message: IncomingHandler) -> None:
+        """Log in (getMe), then poll or serve the webhook."""
+        try:
+            await self.bot.initialize()
+        except InvalidToken:
+            raise RuntimeError("Telegram refused the token (InvalidToken)") from None
+        self._consumer = asyncio.create_task(self._consume(on_message), name=f"telegram-{self.name}")
+        if self.mode == "webhook":
+            await self._start_webhook()
+        else:
+            self._updater = Updater(bot=self.bot, update_queue=self._queue)
+            await self._updater.initialize()
+            await self._updater.start_polling(
+                timeout=int(self.poll_timeout),
+                allowed_updates=ALLOWED_UPDATES,
+                error_callback=self._polling_error,
+            )
+        log.info("telegram adapter %s started as @%s (%s)", self.name, self.username, self.mode)
+
+    def _polling_error(self, error: TelegramError) -> None:
+        # PTB keeps polling with its own backoff; the message may carry the URL, hence the token.
+        log.warning("telegram %s polling error: %s", self.name, error)
+
+    async def stop(self) -> None:
+        """Stop polling / the webhook server and the consumer."""
+        if self._updater is not None:
+            with contextlib.suppress(Exception):
+                if self._updater.running:
+                    await self._updater.stop()
+                await self._updater.shutdown()
+            self._updater = None
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+            self._runner = None
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._consumer
+            self._consumer = None
+        with contextlib.suppress(Exception):
+            await self.bot.shutdown()
+
+    # -- webhook
+
+    async def _start_webhook(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post(self.url_path, self._webhook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.listen, self.port)
+        await self._site.start()
+        await self.bot.set_webhook(url=self.webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
+
+    async def _webhook(self, request: Any) -> Any:
+        from aiohttp import web
+
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self._secret.encode()):
+            self.refused_webhook_requests += 1
+            why = "no" if not given else "a wrong"
+            log.warning(
+                "telegram %s refused a webhook request from %s: %s secret token", self.name, request.remote, why
+            )
+            return web.Response(status=403, text="forbidden")
+        try:
+            data = json.loads(await request.text())
+            update = Update.de_json(data, self.bot)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("telegram %s got an unreadable webhook body: %s", self.name, exc)
+            return web.Response(status=400, text="bad update")
+        if update is not None:
+            await self._queue.put(update)
+        return web.Response(text="ok")
+
+    # -- updates in
+
+    async def _consume(self, on_message: IncomingHandler) -> None:
+        while True:
+            update = await self._queue.get()
+            if not isinstance(update, Update):
+                continue
+            incoming = self.to_incoming(update)
+            if incoming is None:
+                continue
+            try:
+                await on_message(incoming)
+            except Exception:  # one bad update must not stop the bot
+                log.exception("telegram %s failed to handle update %s", self.name, update.update_id)
+
+    def to_incoming(self, update: Update) -> Any:
+        """Map an update to an :class:`Incoming` (non-text updates get a ``kind`` and are logged, not answered)."""
+        from personae.messages import Chat, Incoming, User
+
+        message: Message | None = update.message or update.edited_message or update.channel_post
+        if message is None:
+            return None
+        kind = "text"
+        text = message.text or message.caption or ""
+        if update.edited_message is not None:
+            kind = "edited"
+        elif update.channel_post is not None:
+            kind = "channel_post"
+        elif message.new_chat_members:
+            kind, text = "join", " ".join(u.full_name for u in message.new_chat_members)
+        elif message.left_chat_member is not None:
+            kind, text = "leave", message.left_chat_member.full_name
+        elif message.sticker is not None:
+            kind, text = "sticker", message.sticker.emoji or ""
+        elif message.photo:
+            kind = "photo"
+        elif message.text is None:
+            kind = "other"
+        chat = message.chat
+        if kind == "text" and chat.type in ("group", "supergroup") and not self._addressed(message):
+            kind = "chatter"  # group talk not meant for the bot: privacy, and no fallback spam
+        sender = message.from_user
+        user = (
+            User(str(sender.id), sender.full_name, sender.username, str(sender.id) in self.config.admins)
+            if sender
+            else User("unknown", "someone")
+        )
+        return Incoming(
+            self.persona,
+            self.platform,
+            Chat(str(chat.id), chat.type, chat.title),
+            user,
+            text,
+            message_id=str(message.message_id),
+            bot_username=self.username,
+            received_at=message.date.astimezone(UTC) if message.date else datetime.now(UTC),
+            adapter=self.name,
+            kind=kind,
+        )
+
+    def _addressed(self, message: Message) -> bool:
+        text = message.text or ""
+        if text.startswith("/"):
+            return True
+        name = self.username
+        if name and f"@{name.lower()}" in text.lower():
+            return True
+        reply = message.reply_to_message
+        return bool(reply and reply.from_user and reply.from_user.id == self.bot.id)
+
+    # -- messages out
+
+    async def send(self, delivery: Delivery) -> Receipt:
+        """sendMessage, as a reply when ``reply_to`` is set; errors become :class:`DeliveryError`."""
+        chat: int | str = int(delivery.chat) if delivery.chat.lstrip("-").isdigit() else delivery.chat
+        kwargs: dict[str, Any] = {"chat_id": chat, "text": delivery.text}
+        if self.parse_mode:
+            kwargs["parse_mode"] = self.parse_mode
+        if delivery.reply_to and delivery.reply_to.isdigit():
+            kwargs["reply_parameters"] = ReplyParameters(int(delivery.reply_to), allow_sending_without_reply=True)
+        try:
+            message = await self.bot.send_message(**kwargs)
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            raise DeliveryError(f"Telegram flood control: retry after {seconds:g}s", retry_after=seconds) from None
+        except Forbidden as exc:
+            raise DeliveryError(f"Forbidden: {exc.message}", chat_gone=True) from None
+        except ChatMigrated as exc:
+            raise DeliveryError(f"chat migrated to {exc.new_chat_id}", permanent=True) from None
+        except BadRequest as exc:
+            text = exc.message.lower()
+            if "chat not found" in text or "bot was kicked" in text:
+                raise DeliveryError(f"Bad Request: {exc.message}", chat_gone=True) from None
+            raise DeliveryError(f"Bad Request: {exc.message}", permanent=True) from None
+        except InvalidToken:
+            raise DeliveryError("Telegram refused the token (InvalidToken)", permanent=True) from None
+        except TimedOut as exc:
+            raise DeliveryError(f"timed out: {exc.message}") from None
+        except NetworkError as exc:
+            raise DeliveryError(f"network error: {exc.message}") from None
+        return Receipt((str(message.message_id),))

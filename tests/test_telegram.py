@@ -1,0 +1,287 @@
+"""The Telegram adapter end to end: python-telegram-bot, unmodified, against a fake Bot API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from fakes.telegram_api import FakeTelegram, unused_tcp_port
+from personae import Event
+from personae.adapters.base import AdapterConfig
+from personae.adapters.telegram import TelegramAdapter
+from personae.loader import load_personas
+from personae.runtime import Bot, BotOptions
+from personae.store import Store
+
+# Shaped like a token (id:secret) but obviously fake.
+TOKEN = "987654:TEST-secret-token-do-not-leak"
+T0 = datetime(2014, 11, 12, 15, 34, 4, tzinfo=UTC)
+
+
+def adapter_for(fake: FakeTelegram, **options) -> TelegramAdapter:
+    opts = {
+        "token_env": "TG_TOKEN",
+        "base_url": fake.base_url,
+        "base_file_url": fake.base_file_url,
+        "poll_timeout": 1,
+        **options,
+    }
+    config = AdapterConfig("tg", "lander", tuple(options.pop("channels", ())), ("1",), opts)
+    return TelegramAdapter.create(config, {"TG_TOKEN": TOKEN, "TG_SECRET": "s3cret-webhook-token"})
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await Store(tmp_path / "tg.db").open()
+    yield s
+    await s.close()
+
+
+async def running(persona_dir, store, adapter):
+    bot = Bot(load_personas([persona_dir]), [adapter], store=store, options=BotOptions(seed=1))
+    await bot.start(schedules=False)
+    return bot
+
+
+async def test_status_in_a_private_chat_is_answered_as_a_reply(persona_dir, store):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake))
+        try:
+            fake.inject_message(42, "/status", first_name="Ann")
+            [sent] = await fake.wait_for_sent(1)
+        finally:
+            await bot.stop()
+    assert (sent.chat_id, sent.text) == (42, "Phase cruise, battery 100%.")
+    asked = fake.calls_to("getUpdates")
+    assert asked  # it really long-polled
+    assert sent.reply_to_message_id == 1  # threaded to the user's message
+    assert sent.parse_mode is None
+
+
+async def test_group_commands_mentions_and_chatter(persona_dir, store):
+    async with FakeTelegram(TOKEN, bot_username="LanderBot") as fake:
+        # Telegram allows a group 20 messages a minute; scaled up so three answers take no time.
+        bot = await running(persona_dir, store, adapter_for(fake, group_per_minute=600))
+        try:
+            group = -1001
+            fake.inject_message(group, "/status@OtherBot", chat_type="supergroup")
+            fake.inject_message(group, "nice weather, everyone", chat_type="supergroup")
+            fake.inject_message(group, "/status@LanderBot", chat_type="supergroup")
+            fake.inject_message(group, "@LanderBot how far is Mars?", chat_type="supergroup")
+            fake.inject_message(group, "/echo done", chat_type="supergroup")
+            await fake.wait_for_sent(3)
+            await asyncio.sleep(0.2)
+        finally:
+            await bot.stop()
+    assert fake.texts(group) == ["Phase cruise, battery 100%.", "Mars is far.", "You said: done"]
+    statuses = [
+        r[0]
+        for r in sqlite3.connect(store.path).execute(
+            "SELECT status FROM interactions WHERE direction = 'in' ORDER BY id"
+        )
+    ]
+    assert statuses == ["ignored: addressed to another bot", "ignored: chatter", "ok", "ok", "ok"]
+
+
+async def test_stickers_edits_and_joins_never_crash(persona_dir, store):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake))
+        try:
+            base = fake.message_update(42, "hi")
+            message = base["message"]
+            fake.inject_update({"update_id": 900, "edited_message": {**message, "text": "edited", "edit_date": 1}})
+            sticker = {k: v for k, v in message.items() if k != "text"}
+            sticker["sticker"] = {
+                "file_id": "x",
+                "file_unique_id": "y",
+                "type": "regular",
+                "width": 1,
+                "height": 1,
+                "is_animated": False,
+                "is_video": False,
+                "emoji": "☄️",
+            }
+            fake.inject_update({"update_id": 901, "message": sticker})
+            fake.inject_update(
+                {
+                    "update_id": 902,
+                    "message": {
+                        **sticker,
+                        "sticker": None,
+                        "new_chat_members": [{"id": 5, "is_bot": False, "first_name": "Bo"}],
+                    },
+                }
+            )
+            fake.inject_update({"update_id": 903, "poll": {"id": "p"}})
+            fake.inject_message(42, "/status")
+            await fake.wait_for_sent(1)
+        finally:
+            await bot.stop()
+    assert fake.texts() == ["Phase cruise, battery 100%."]
+    statuses = [
+        r[0]
+        for r in sqlite3.connect(store.path).execute(
+            "SELECT status FROM interactions WHERE direction = 'in' ORDER BY id"
+        )
+    ]
+    assert statuses == ["ignored: edited", "ignored: sticker", "ignored: join", "ok"]
+
+
+async def test_broadcast_to_500_chats_runs_near_the_limit_without_429(persona_dir, store):
+    # Telegram's 30/s scaled ×5 so the test runs fast; the fake server shares this process's CPU.
+    limit = 150
+    async with FakeTelegram(TOKEN, global_rate=limit, per_chat_rate=1) as fake:
+        adapter = adapter_for(fake, global_rate=limit, per_chat_rate=1, concurrency=16)
+        bot = await running(persona_dir, store, adapter)
+        chats = [str(10_000 + i) for i in range(500)]
+        try:
+            await bot.subscribe("tg", chats)
+            await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key="broadcast")))
+            await bot.drain()
+        finally:
+            await bot.stop()
+    assert fake.count_429 == 0
+    assert sorted(str(m.chat_id) for m in fake.sent) == sorted(chats)
+    times = [m.time for m in fake.sent]
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved >= 0.9 * limit, f"{achieved:.0f} msg/s is under 90% of {limit}"
+
+
+async def test_faults_still_deliver_every_message_exactly_once(persona_dir, store):
+    async with FakeTelegram(TOKEN, seed=5, fault_ratio=0.1, faults=("5xx", "drop", "429"), fault_retry_after=1) as fake:
+        adapter = adapter_for(fake, concurrency=8)
+        bot = await running(persona_dir, store, adapter)
+        bot.dispatchers["tg"].base_backoff = 0.05
+        chats = [str(20_000 + i) for i in range(120)]
+        try:
+            await bot.subscribe("tg", chats)
+            for i in range(2):
+                await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key=f"e{i}")))
+            await bot.drain()
+        finally:
+            await bot.stop()
+    assert fake.count_5xx + fake.count_dropped + fake.count_429 > 0  # faults did happen
+    got = Counter((m.chat_id, m.text) for m in fake.sent)
+    expected = {(int(c), t) for c in chats for t in ("Battery at 90%.", "Battery at 80%.")}
+    assert set(got) == expected and set(got.values()) == {1}
+    per_chat = {}
+    for m in fake.sent:
+        per_chat.setdefault(m.chat_id, []).append(m.text)
+    assert all(v == ["Battery at 90%.", "Battery at 80%."] for v in per_chat.values())  # order kept per chat
+    rows = sqlite3.connect(store.path).execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+    assert rows == [("sent", 240)]
+
+
+async def test_blocked_chats_are_unsubscribed_once(persona_dir, store):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake))
+        chats = [str(30_000 + i) for i in range(10)]
+        fake.block_chat(30_003)
+        fake.block_chat(30_007)
+        try:
+            await bot.subscribe("tg", chats)
+            for i in range(3):
+                await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key=f"b{i}")))
+            await bot.drain()
+        finally:
+            await bot.stop()
+    attempts = Counter(int(c["chat_id"]) for c in fake.calls_to("sendMessage"))
+    assert attempts[30_003] == 1 and attempts[30_007] == 1
+    assert await store.subscribers("tg") == [c for c in chats if c not in ("30003", "30007")]
+    assert len(fake.sent) == 8 * 3
+
+
+async def test_webhook_mode_checks_the_secret(persona_dir, store, caplog):
+    port = unused_tcp_port()
+    async with FakeTelegram(TOKEN) as fake:
+        adapter = adapter_for(
+            fake,
+            mode="webhook",
+            listen="127.0.0.1",
+            port=port,
+            url_path="tg-hook",
+            webhook_url=f"http://127.0.0.1:{port}/tg-hook",
+            secret_token_env="TG_SECRET",
+        )
+        bot = await running(persona_dir, store, adapter)
+        try:
+            assert fake.webhook_url == f"http://127.0.0.1:{port}/tg-hook"
+            assert fake.webhook_secret == "s3cret-webhook-token"
+            bad = await fake.deliver_via_webhook(fake.message_update(42, "/echo forged"), secret="wrong")
+            missing = await fake.deliver_via_webhook(fake.message_update(42, "/echo forged"), secret="")
+            good = await fake.deliver_via_webhook(fake.message_update(42, "/echo real"))
+            await fake.wait_for_sent(1)
+        finally:
+            await bot.stop()
+    assert (bad, missing, good) == (403, 403, 200)
+    assert fake.texts() == ["You said: real"]
+    assert adapter.refused_webhook_requests == 2
+    refusals = [r.getMessage() for r in caplog.records if "refused a webhook request" in r.getMessage()]
+    assert len(refusals) == 2
+
+
+async def test_token_never_leaks_into_logs_or_database(persona_dir, store, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    async with FakeTelegram(TOKEN, seed=9, fault_ratio=0.3, faults=("5xx", "drop", "429")) as fake:
+        adapter = adapter_for(fake)
+        bot = await running(persona_dir, store, adapter)
+        bot.dispatchers["tg"].base_backoff = 0.05
+        try:
+            await bot.subscribe("tg", [str(40_000 + i) for i in range(20)])
+            await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key="leak")))
+            fake.inject_message(42, "/status")
+            await bot.drain()
+            await fake.wait_for_sent(21)
+        finally:
+            await bot.stop()
+    await store.flush()
+    assert fake.count_5xx + fake.count_dropped + fake.count_429 > 0
+    assert any("HTTP Request" in r.getMessage() for r in caplog.records)  # the HTTP client did log its URLs
+    assert TOKEN not in caplog.text
+    secret_part = TOKEN.split(":")[1]
+    assert secret_part not in caplog.text
+    out = capsys.readouterr()
+    assert secret_part not in out.out + out.err
+    con = sqlite3.connect(store.path)
+    for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        for row in con.execute(f"SELECT * FROM {table}"):  # noqa: S608 - table names from sqlite_master
+            assert secret_part not in " ".join(map(str, row)), table
+
+
+async def test_admin_commands_only_for_admins(persona_dir, store):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake))
+        try:
+            fake.inject_message(7, "/emit touchdown site=Nowhere", user_id=7)
+            await fake.wait_for_sent(1)
+            assert bot.engine.state("lander")["phase"] == "cruise"
+            fake.inject_message(1, "/emit touchdown site=Agilkia", user_id=1)
+            await fake.wait_for_sent(2)
+        finally:
+            await bot.stop()
+    assert fake.texts(7) == ["Sorry, only the bot's admins can do that."]
+    assert fake.texts(1) == ["Event 'touchdown' raised."]
+    assert bot.engine.state("lander")["location"] == "Agilkia"
+
+
+def test_missing_token_variable_is_a_clear_error(persona_dir, tmp_path):
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\n\n[[adapters]]\ntype = "telegram"\npersona = "lander"\n'
+        'token_env = "LANDER_TG_TOKEN_UNSET"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LANDER_TG_TOKEN_UNSET"}
+    r = subprocess.run(
+        [sys.executable, "-m", "personae", "run"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+    )
+    assert r.returncode == 1
+    assert (
+        r.stderr == "error: bot.toml:7: adapters[0].token_env: environment variable LANDER_TG_TOKEN_UNSET is not set\n"
+    )
