@@ -46,6 +46,9 @@ class Delivery:
     persona: str = ""
     event: str | None = None
     mission_time: str | None = None
+    #: The outbox idempotency key (stable across restarts): platforms with
+    #: idempotency tokens (Discord's nonce) derive theirs from it.
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,7 +240,7 @@ class Dispatcher:
         next_at = 0.0
         try:
             delivery = Delivery(
-                item.id, item.chat, item.text, item.reply_to, item.persona, item.event, item.mission_time
+                item.id, item.chat, item.text, item.reply_to, item.persona, item.event, item.mission_time, item.key
             )
             try:
                 receipt = await self.adapters[item.adapter].send(delivery)

@@ -182,7 +182,7 @@ class Engine:
             chosen = action
             break
         if chosen is None:
-            chosen = persona.fallback
+            chosen = persona.fallback if incoming.fallback else None
             ctx["match"] = {}
         self._log_in(incoming, now, None)
         if chosen is None:

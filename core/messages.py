@@ -45,6 +45,9 @@ class Incoming:
     #: ``"text"`` for messages a persona answers; anything else (``"sticker"``,
     #: ``"photo"``, ``"edited"``, ``"join"``, ``"chatter"``…) is logged and ignored.
     kind: str = "text"
+    #: Whether the persona's fallback may answer. Off for ambient channel talk
+    #: that only keyword/regex rules should react to.
+    fallback: bool = True
 
 
 @dataclass(frozen=True, slots=True)

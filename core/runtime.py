@@ -436,8 +436,9 @@ class Bot:
 
     async def _chat_gone(self, name: str, chat: str, error: str) -> None:
         adapter = next(a for a in self.adapters if a.name == name)
+        # The dispatcher calls this once per chat and run, then skips the chat.
+        log.warning("%s: chat %s is gone (%s); skipping it", adapter.name, chat, error)
         if self.store is not None and await self.unsubscribe(adapter.name, chat):
-            log.warning("unsubscribed %s on %s: %s", chat, adapter.name, error)
             self.store.log(
                 LogRow(
                     "event",
