@@ -223,8 +223,7 @@ def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
     (tmp_path / "bot.toml").write_text(toml.replace("P/", f"{persona_dir}/"))
     r = personae("run", cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.startswith(f"error: {tmp_path / message.split(':')[0]}:" if False else "error: ")
-    assert message.replace("bot.toml", str(tmp_path / "bot.toml"), 1) in r.stderr
+    assert r.stderr.startswith(f"error: {message}")
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
 
 

@@ -1,0 +1,190 @@
+"""Broadcast fan-out through the real client libraries to fake platform servers.
+
+One event is broadcast to many subscribed chats through the full runtime
+(engine → outbox → dispatcher → adapter → python-telegram-bot / discord.py →
+HTTP on 127.0.0.1). The fake server runs in a child process, so it does not
+share the CPU core of the bot it measures. Prints one table:
+
+    python bench/fanout.py                       # Telegram 10,000 chats at 300/s, Discord 200 channels at 50/s
+    python bench/fanout.py --telegram-chats 2000 --discord-channels 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+PERSONA = """\
+persona: probe
+name: Probe
+events:
+  news:
+    say: "Big news from the comet: {{ event.what }}!"
+"""
+TG_TOKEN = "111111:BENCH-not-a-real-token"
+DC_TOKEN = "BENCH.DISCORD.not-a-real-token"
+GUILD = 7_000_000_000_000_000_001
+
+
+# --------------------------------------------------------------------------- fake servers in a child process
+
+
+def _serve(kind: str, options: dict[str, Any], conn: Any) -> None:
+    async def main() -> None:
+        if kind == "telegram":
+            from fakes.telegram_api import FakeTelegram
+
+            fake: Any = FakeTelegram(TG_TOKEN, **options)
+            await fake.start()
+            conn.send({"base_url": fake.base_url, "base_file_url": fake.base_file_url})
+        else:
+            from fakes.discord_api import FakeChannel, FakeDiscord, FakeGuild
+
+            channels = options.pop("channels")
+            guild = FakeGuild(GUILD, "Bench", channels=tuple(FakeChannel(c, f"c{i}") for i, c in enumerate(channels)))
+            fake = FakeDiscord(DC_TOKEN, guilds=[guild], **options)
+            await fake.start()
+            conn.send({"rest_base": fake.rest_base, "gateway_url": fake.gateway_url})
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # wait for "stop"
+        stats = {"count_429": fake.count_429, "sent": len(fake.sent)}
+        if kind == "discord":
+            stats["repeated_429"] = fake.count_repeated_429
+        conn.send(stats)
+        await fake.stop()
+
+    asyncio.run(main())
+
+
+class Server:
+    """A fake platform server running in a child process."""
+
+    def __init__(self, kind: str, **options: Any) -> None:
+        self.parent, child = mp.Pipe()
+        self.proc = mp.get_context("fork").Process(target=_serve, args=(kind, options, child), daemon=True)
+        self.proc.start()
+        self.info: dict[str, Any] = self.parent.recv()
+
+    def stop(self) -> dict[str, Any]:
+        self.parent.send("stop")
+        stats: dict[str, Any] = self.parent.recv()
+        self.proc.join(10)
+        return stats
+
+
+# --------------------------------------------------------------------------- one run
+
+
+async def broadcast(adapter: Any, chats: list[str], db: Path) -> tuple[int, float]:
+    from personae import Event
+    from personae.loader import parse_persona
+    from personae.runtime import Bot, BotOptions
+    from personae.store import Store
+
+    done: list[float] = []
+    original = adapter.send
+
+    async def timed(delivery: Any) -> Any:
+        receipt = await original(delivery)
+        done.append(time.monotonic())
+        return receipt
+
+    adapter.send = timed
+    store = await Store(db).open()
+    bot = Bot({"probe": parse_persona(PERSONA)}, [adapter], store=store, options=BotOptions(seed=1))
+    await bot.start(schedules=False)
+    try:
+        await bot.subscribe(adapter.name, chats)
+        await bot.deliver(await bot.engine.dispatch(Event("news", datetime.now(UTC), {"what": "touchdown"}, key="k")))
+        await bot.drain()
+    finally:
+        await bot.stop()
+        await store.close()
+    rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 else 0.0
+    return len(done), rate
+
+
+def run_telegram(chats: int, limit: int, tmp: Path) -> dict[str, Any]:
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.telegram import TelegramAdapter
+
+    server = Server("telegram", global_rate=limit, per_chat_rate=1)
+    config = AdapterConfig(
+        "tg", "probe",
+        options={"token_env": "T", "base_url": server.info["base_url"], "base_file_url": server.info["base_file_url"],
+                 "global_rate": limit, "concurrency": 32, "poll_timeout": 1},
+    )
+    adapter = TelegramAdapter.create(config, {"T": TG_TOKEN})
+    try:
+        sent, rate = asyncio.run(broadcast(adapter, [str(100_000 + i) for i in range(chats)], tmp / "tg.db"))
+    finally:
+        stats = server.stop()
+    return {"platform": "Telegram", "chats": chats, "limit": limit, "sent": stats["sent"], "rate": rate,
+            "count_429": stats["count_429"], "repeated": "-"}
+
+
+def run_discord(channels: int, limit: int, tmp: Path) -> dict[str, Any]:
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.discord import DiscordAdapter
+
+    ids = [7_000_000_000_000_100_000 + i for i in range(channels)]
+    server = Server("discord", channels=list(ids), global_rate=limit, route_limit=(5, 5.0))
+    discord.http.Route.BASE = server.info["rest_base"]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.info["gateway_url"])
+    config = AdapterConfig(
+        "dc", "probe",
+        options={"token_env": "D", "global_rate": limit, "concurrency": 16, "guild_ready_timeout": 0.1},
+    )
+    adapter = DiscordAdapter.create(config, {"D": DC_TOKEN})
+    try:
+        sent, rate = asyncio.run(broadcast(adapter, [str(c) for c in ids], tmp / "dc.db"))
+    finally:
+        stats = server.stop()
+    return {"platform": "Discord", "chats": channels, "limit": limit, "sent": stats["sent"], "rate": rate,
+            "count_429": stats["count_429"], "repeated": stats["repeated_429"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--telegram-chats", type=int, default=10_000, help="subscribed chats (default 10,000)")
+    parser.add_argument("--telegram-limit", type=int, default=300, help="global msg/s: Telegram's 30 ×10 (default)")
+    parser.add_argument("--discord-channels", type=int, default=200, help="subscribed channels (default 200)")
+    parser.add_argument("--discord-limit", type=int, default=50, help="global requests/s (Discord's 50, default)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        rows = [
+            run_telegram(args.telegram_chats, args.telegram_limit, Path(d)),
+            run_discord(args.discord_channels, args.discord_limit, Path(d)),
+        ]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="personae fan-out: one event broadcast through the real client library to a fake server")
+    for col in ("platform", "chats", "delivered", "limit (msg/s)", "achieved (msg/s)", "share of limit", "429s",
+                "repeated 429s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["platform"], f"{r['chats']:,}", f"{r['sent']:,}", f"{r['limit']:,}", f"{r['rate']:,.1f}",
+            f"{100 * r['rate'] / r['limit']:.1f} %", str(r["count_429"]), str(r["repeated"]),
+        )
+    Console().print(table)
+    print(f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
+          f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels}")
+
+
+if __name__ == "__main__":
+    main()
