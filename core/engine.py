@@ -6,6 +6,7 @@ It does no I/O of its own besides queueing log rows and state changes in the
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import zlib
@@ -153,64 +154,62 @@ class Engine:
             self._log_in(incoming, now, "ignored: addressed to another bot")
             return []
         chat_key = f"{incoming.platform}:{incoming.chat.id}"
-        chat_state = self.chat_state(persona.id, chat_key)
-        ctx: dict[str, Any] = {
-            "state": self.state(persona.id),
-            "persona": _persona_view(persona),
-            "now": now,
-            "chat": {
-                "id": incoming.chat.id,
-                "type": incoming.chat.type,
-                "title": incoming.chat.title,
-                "state": chat_state,
-            },
-            "user": {"id": incoming.user.id, "name": incoming.user.name, "username": incoming.user.username},
-            "message": {"text": text, "args": command.args if command else ""},
-            "days_since": lambda start: days_since(start, ctx["now"]),
-        }
+        ctx: dict[str, Any] | None = None  # built only when a template or condition needs it
         router = persona.router
         chosen: Action | None = None
+        match: dict[str, Any] = {}
+        args = command.args if command else ""
         for index in router.candidates(text, command):
             hit = router.hit(index, text, command)
             if hit is None:
                 continue
             action = persona.replies[index]
-            ctx["match"] = hit.groups
-            ctx["message"]["args"] = hit.args
-            if action.condition is not None and not self._holds(persona, action, ctx):
-                continue
-            chosen = action
+            if action.condition is not None:
+                ctx = self._reply_context(persona, incoming, now, chat_key, hit.args)
+                ctx["match"] = hit.groups
+                if not self._holds(persona, action, ctx):
+                    continue
+            chosen, match, args = action, hit.groups, hit.args
             break
         if chosen is None:
             chosen = persona.fallback if incoming.fallback else None
-            ctx["match"] = {}
+            match = {}
         self._log_in(incoming, now, None)
         if chosen is None:
             return []
-        seed = self._seed(persona.id, chosen.name)
-        self._bind_phrase(persona, ctx, seed)
         platform = incoming.platform
-        dialect = self.platforms.get(platform, "plain")
-        try:
-            self._assign(persona, chosen, ctx, chat_key)
-            say = self._render(chosen.variants(platform), ctx, seed, dialect)
-        except TemplateRenderError as exc:
-            self._problem(persona, chosen, str(exc), incoming=incoming)
-            return []
+        options = chosen.variants(platform)
+        seed = 0
+        if chosen.dynamic or len(options) > 1:
+            seed = self._seed(persona.id, chosen.name)
+        if chosen.dynamic:
+            ctx = ctx or self._reply_context(persona, incoming, now, chat_key, args)
+            ctx["match"] = match
+            ctx["message"]["args"] = args
+            self._bind_phrase(persona, ctx, seed)
+            try:
+                self._assign(persona, chosen, ctx, chat_key)
+                say = self._render(options, ctx, seed, self.platforms.get(platform, "plain"))
+            except TemplateRenderError as exc:
+                self._problem(persona, chosen, str(exc), incoming=incoming)
+                return []
+        else:
+            say = options[seed % len(options)].source if options else ""
         out: list[Outgoing] = []
         if say:
-            reply = Outgoing(
-                persona.id,
-                platform,
-                incoming.chat.id,
-                say,
-                incoming.message_id,
-                chosen.where,
-                seed,
-                key=f"reply:{incoming.platform}:{incoming.chat.id}:{incoming.message_id or seed}",
-                at=now,
+            out.append(
+                Outgoing(
+                    persona.id,
+                    platform,
+                    incoming.chat.id,
+                    say,
+                    incoming.message_id,
+                    chosen.where,
+                    seed,
+                    key=f"reply:{platform}:{incoming.chat.id}:{incoming.message_id or seed}",
+                    at=now,
+                )
             )
-            out.append(reply)
             self._log(
                 "out",
                 now,
@@ -220,13 +219,35 @@ class Engine:
                 user=incoming.user.id,
                 text=say,
                 rule=chosen.where,
-                seed=seed,
+                seed=seed if len(options) > 1 or chosen.dynamic else None,
                 latency_ms=round((time.perf_counter() - t0) * 1000, 3),
                 status="ok",
             )
         if chosen.emit:
+            assert ctx is not None
             out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}"))
         return out
+
+    def _reply_context(
+        self, persona: Persona, incoming: Incoming, now: datetime, chat_key: str, args: str
+    ) -> dict[str, Any]:
+        chat = incoming.chat
+        user = incoming.user
+        return {
+            "state": self.state(persona.id),
+            "persona": _persona_view(persona),
+            "now": now,
+            "chat": {
+                "id": chat.id,
+                "type": chat.type,
+                "title": chat.title,
+                "state": self.chat_state(persona.id, chat_key),
+            },
+            "user": {"id": user.id, "name": user.name, "username": user.username},
+            "message": {"text": incoming.text, "args": args},
+            "match": {},
+            "days_since": functools.partial(_days_since_now, now),
+        }
 
     # -- events
 
@@ -453,6 +474,10 @@ class Engine:
 
 def _persona_view(p: Persona) -> dict[str, str]:
     return {"id": p.id, "name": p.name, "description": p.description, "locale": p.locale}
+
+
+def _days_since_now(now: datetime, start: str) -> int:
+    return days_since(start, now)
 
 
 def _crc(text: str) -> int:

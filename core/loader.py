@@ -281,15 +281,18 @@ class _Compiler:
         platforms = {p: self.say(v, (*path, "platforms", p), context) for p, v in r.platforms.items()}
         condition = self.condition(r.if_, (*path, "if"), context) if r.if_ else None
         pos = self.src.where(path)
+        say = self.say(r.say, (*path, "say"), context)
+        texts = [*say, *(t for v in platforms.values() for t in v)]
         return Action(
             name=name,
             where=f"{self.src.file}:{pos.line}",
-            say=self.say(r.say, (*path, "say"), context),
+            say=say,
             platforms=platforms,
             assign=tuple(assign),
             emit=tuple(emits),
             condition=condition,
             delay=r.delay,
+            dynamic=bool(assign or emits) or not all(t.constant for t in texts),
         )
 
     def trigger(self, rule: Reply, path: DataPath) -> Trigger:

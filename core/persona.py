@@ -42,6 +42,8 @@ class Action:
     emit: tuple[EmitAction, ...] = ()
     condition: Callable[..., Any] | None = None
     delay: timedelta | None = None
+    #: Firing needs a template context (a template, ``set`` or ``emit``); computed at load.
+    dynamic: bool = True
 
     def variants(self, platform: str) -> tuple[Text, ...]:
         """The ``say`` options for ``platform`` (its variant, else the default)."""

@@ -14,12 +14,13 @@ import re
 # failure there falls back to running the pattern on every message.
 import re._constants as _sre_c  # type: ignore[import-not-found]
 import re._parser as _sre_p  # type: ignore[import-not-found]
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .text import fold, squash, words
 
+_ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 _COMMAND = re.compile(r"^\s*([/!])([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.S)
 
 
@@ -90,6 +91,13 @@ def required_literal(pattern: re.Pattern[str]) -> str | None:
     return best if len(best) >= 3 else None
 
 
+def _rarest(literal: str, index: dict[str, list[tuple[int, str]]]) -> str:
+    """The trigram of ``literal`` with the fewest patterns so far: buckets stay small
+    even when many patterns share a prefix ("pat1 alpha", "pat2 alpha", …)."""
+    grams = {literal[j : j + 3] for j in range(len(literal) - 2)}
+    return min(sorted(grams), key=lambda g: len(index.get(g, ())))
+
+
 def _flatten(items: list[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
     for op, arg in items:
         # A plain group with a single alternative is transparent.
@@ -134,11 +142,11 @@ class Router:
         elif rx.flags & re.IGNORECASE:
             if literal.isascii():
                 low = literal.lower()
-                self._tri_icase.setdefault(low[:3], []).append((i, low))
+                self._tri_icase.setdefault(_rarest(low, self._tri_icase), []).append((i, low))
             else:
                 self._regex_always.append(i)
         else:
-            self._tri_case.setdefault(literal[:3], []).append((i, literal))
+            self._tri_case.setdefault(_rarest(literal, self._tri_case), []).append((i, literal))
 
     def candidates(self, text: str, command: Command | None) -> list[int]:
         """Indices of rules that may match ``text``, in file order."""
@@ -155,30 +163,32 @@ class Router:
                 if hit:
                     found.update(hit)
             if self._phrases:
-                joined = None
-                for w in set(toks).intersection(self._phrases):
-                    joined = joined or " " + " ".join(toks) + " "
-                    found.update(i for i, p in self._phrases[w] if p in joined)
+                joined = " " + " ".join(toks) + " "
+                for w in set(toks):
+                    for i, p in self._phrases.get(w, ()):
+                        if p in joined:
+                            found.add(i)
         if self._regex:
-            found.update(self._regex_candidates(text))
+            self._regex_candidates(text, found)
         return sorted(found)
 
-    def _regex_candidates(self, text: str) -> Iterable[int]:
-        out = list(self._regex_always)
-        if self._tri_icase and not text.isascii():
-            # Case-insensitive regex matching folds some non-ASCII letters onto
-            # ASCII ones (the Kelvin sign matches 'k'); the pre-filter cannot see that.
-            out.extend(i for entries in self._tri_icase.values() for i, _ in entries)
-        elif self._tri_icase:
-            low = text.lower()
-            grams = {low[j : j + 3] for j in range(len(low) - 2)}
-            for g in grams.intersection(self._tri_icase):
-                out.extend(i for i, lit in self._tri_icase[g] if lit in low)
+    def _regex_candidates(self, text: str, found: set[int]) -> None:
+        found.update(self._regex_always)
+        if self._tri_icase:
+            # Under re.IGNORECASE exactly four non-ASCII letters match ASCII ones
+            # (İ ı ſ K); map them first so the pre-filter never rejects a true match.
+            low = (text if text.isascii() else text.translate(_ASCII_FOLDS)).lower()
+            index = self._tri_icase
+            for g in {low[j : j + 3] for j in range(len(low) - 2)}:
+                for i, lit in index.get(g, ()):
+                    if lit in low:
+                        found.add(i)
         if self._tri_case:
-            grams = {text[j : j + 3] for j in range(len(text) - 2)}
-            for g in grams.intersection(self._tri_case):
-                out.extend(i for i, lit in self._tri_case[g] if lit in text)
-        return out
+            index = self._tri_case
+            for g in {text[j : j + 3] for j in range(len(text) - 2)}:
+                for i, lit in index.get(g, ()):
+                    if lit in text:
+                        found.add(i)
 
     def hit(self, index: int, text: str, command: Command | None) -> Hit | None:
         """Confirm rule ``index`` against ``text``; regex rules run their pattern here."""

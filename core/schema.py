@@ -42,6 +42,8 @@ def parse_duration(value: object) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > 100 * 365 * 86400:
+        raise ValueError("a duration longer than a century is surely a mistake")
     return timedelta(seconds=seconds)
 
 

@@ -141,9 +141,11 @@ class OutboxItem:
     attempts: int
 
 
-_LOG_SQL = (
+_LOG_JSON_SQL = (
     "INSERT INTO interactions (ts, direction, persona, platform, chat, user, user_name, text, rule,"
-    " seed, latency_ms, status, event, run, mission_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " seed, latency_ms, status, event, run, mission_time) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(15))
+    + " FROM json_each(?)"
 )
 _STATE_SQL = (
     "INSERT INTO state (persona, scope, chat, data, updated) VALUES (?,?,?,?,?)"
@@ -177,6 +179,12 @@ def utcnow() -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _iso_json(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds") if value.microsecond else value.isoformat()
+    return str(value)
 
 
 class Store:
@@ -308,7 +316,7 @@ class Store:
         """Queue a log row (written by the writer task, in batches)."""
         self._rows.append(
             (
-                _iso(row.ts) or utcnow(),
+                row.ts or datetime.now(UTC),
                 row.direction,
                 row.persona,
                 row.platform,
@@ -322,7 +330,7 @@ class Store:
                 row.status,
                 row.event,
                 row.run,
-                _iso(row.mission_time),
+                row.mission_time,
             )
         )
         if len(self._rows) >= self.batch_size:
@@ -351,8 +359,12 @@ class Store:
         states, self._states = self._states, {}
         now = utcnow()
         try:
+            # One JSON parameter for the whole batch: SQLite unpacks it in C with the GIL
+            # released, so the writer thread does not compete with the event loop row by row.
+            payload = json.dumps(rows, ensure_ascii=False, default=_iso_json) if rows else "[]"
             await self._batch(
-                (_LOG_SQL, rows), (_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()])
+                (_LOG_JSON_SQL, [(payload,)]),
+                (_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()]),
             )
         except sqlite3.Error:
             self._rows[:0] = rows

@@ -167,7 +167,7 @@ triggers = st.one_of(
 )
 texts = st.lists(st.sampled_from([*WORDS, "/ab", "/abc@Bot", " ", "K", "\u212aab", "ABC", "é", "x"]), max_size=6).map(
     "".join
-) | st.text(alphabet=string.ascii_letters + " /@éèÈK\u212a", max_size=20)
+) | st.text(alphabet=string.ascii_letters + " /@éèÈK\u212a\u0130\u0131\u017f", max_size=20)
 
 
 def naive(triggers: list[Trigger], text: str) -> list[int]:
