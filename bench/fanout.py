@@ -125,7 +125,7 @@ def run_telegram(chats: int, limit: int, tmp: Path) -> dict[str, Any]:
     )
     adapter = TelegramAdapter.create(config, {"T": TG_TOKEN})
     try:
-        sent, rate = asyncio.run(broadcast(adapter, [str(100_000 + i) for i in range(chats)], tmp / "tg.db"))
+        _sent, rate = asyncio.run(broadcast(adapter, [str(100_000 + i) for i in range(chats)], tmp / "tg.db"))
     finally:
         stats = server.stop()
     return {"platform": "Telegram", "chats": chats, "limit": limit, "sent": stats["sent"], "rate": rate,
@@ -150,7 +150,7 @@ def run_discord(channels: int, limit: int, tmp: Path) -> dict[str, Any]:
     )
     adapter = DiscordAdapter.create(config, {"D": DC_TOKEN})
     try:
-        sent, rate = asyncio.run(broadcast(adapter, [str(c) for c in ids], tmp / "dc.db"))
+        _sent, rate = asyncio.run(broadcast(adapter, [str(c) for c in ids], tmp / "dc.db"))
     finally:
         stats = server.stop()
     return {"platform": "Discord", "chats": channels, "limit": limit, "sent": stats["sent"], "rate": rate,
