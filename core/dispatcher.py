@@ -52,7 +52,7 @@ class Dispatcher:
         on_sent: Callable[[OutboxItem, Receipt], Awaitable[None]] | None = None,
         on_failed: Callable[[OutboxItem, str], Awaitable[None]] | None = None,
         on_chat_gone: Callable[[str, str, str], Awaitable[None]] | None = None,
-        headroom: float = 0.985,
+        headroom: float = 0.97,
         max_attempts: int = 12,
         base_backoff: float = 0.5,
         max_backoff: float = 60.0,

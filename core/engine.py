@@ -334,7 +334,8 @@ class Engine:
             "state": self.state(persona.id),
             "persona": _persona_view(persona),
             "now": now,
-            "event": {**event.data, "name": event.name, "at": event.at},
+            # The event's own data wins over the built-in keys (a data key may be called "name").
+            "event": {"name": event.name, "at": event.at, **event.data},
             "days_since": lambda start: days_since(start, now),
         }
         return ctx
