@@ -247,6 +247,11 @@ class Store:
         except OSError as exc:
             await self._abort()
             raise StoreError(f"{self.path}: {exc.strerror or exc}") from None
+        except BaseException:
+            # aiosqlite's worker is a non-daemon thread: a connection left open
+            # here would keep the interpreter from ever exiting.
+            await self._abort()
+            raise
         if not self.readonly:
             self._writer = asyncio.create_task(self._write_loop(), name="personae-store-writer")
         return self

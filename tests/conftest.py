@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,25 @@ replies:
   - when: {command: status}
     say: "Orbiting."
 """
+
+
+def _sqlite_workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_connections() -> Iterator[None]:
+    """Fail the test that leaves an aiosqlite connection open.
+
+    Its worker is a non-daemon thread, so one leaked connection makes the
+    interpreter hang at exit, after every test has passed.
+    """
+    before = _sqlite_workers()
+    yield
+    deadline = time.monotonic() + 2.0
+    while (leaked := _sqlite_workers() - before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not leaked, f"test left {len(leaked)} SQLite connection(s) open"
 
 
 @pytest.fixture
