@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from personae.cli import SWITCH_INTERVAL
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 PERSONA = """\
@@ -119,17 +121,31 @@ def run_telegram(chats: int, limit: int, tmp: Path) -> dict[str, Any]:
 
     server = Server("telegram", global_rate=limit, per_chat_rate=1)
     config = AdapterConfig(
-        "tg", "probe",
-        options={"token_env": "T", "base_url": server.info["base_url"], "base_file_url": server.info["base_file_url"],
-                 "global_rate": limit, "concurrency": 32, "poll_timeout": 1},
+        "tg",
+        "probe",
+        options={
+            "token_env": "T",
+            "base_url": server.info["base_url"],
+            "base_file_url": server.info["base_file_url"],
+            "global_rate": limit,
+            "concurrency": 32,
+            "poll_timeout": 1,
+        },
     )
     adapter = TelegramAdapter.create(config, {"T": TG_TOKEN})
     try:
         _sent, rate = asyncio.run(broadcast(adapter, [str(100_000 + i) for i in range(chats)], tmp / "tg.db"))
     finally:
         stats = server.stop()
-    return {"platform": "Telegram", "chats": chats, "limit": limit, "sent": stats["sent"], "rate": rate,
-            "count_429": stats["count_429"], "repeated": "-"}
+    return {
+        "platform": "Telegram",
+        "chats": chats,
+        "limit": limit,
+        "sent": stats["sent"],
+        "rate": rate,
+        "count_429": stats["count_429"],
+        "repeated": "-",
+    }
 
 
 def run_discord(channels: int, limit: int, tmp: Path) -> dict[str, Any]:
@@ -145,7 +161,8 @@ def run_discord(channels: int, limit: int, tmp: Path) -> dict[str, Any]:
     discord.http.Route.BASE = server.info["rest_base"]
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.info["gateway_url"])
     config = AdapterConfig(
-        "dc", "probe",
+        "dc",
+        "probe",
         options={"token_env": "D", "global_rate": limit, "concurrency": 16, "guild_ready_timeout": 0.1},
     )
     adapter = DiscordAdapter.create(config, {"D": DC_TOKEN})
@@ -153,11 +170,19 @@ def run_discord(channels: int, limit: int, tmp: Path) -> dict[str, Any]:
         _sent, rate = asyncio.run(broadcast(adapter, [str(c) for c in ids], tmp / "dc.db"))
     finally:
         stats = server.stop()
-    return {"platform": "Discord", "chats": channels, "limit": limit, "sent": stats["sent"], "rate": rate,
-            "count_429": stats["count_429"], "repeated": stats["repeated_429"]}
+    return {
+        "platform": "Discord",
+        "chats": channels,
+        "limit": limit,
+        "sent": stats["sent"],
+        "rate": rate,
+        "count_429": stats["count_429"],
+        "repeated": stats["repeated_429"],
+    }
 
 
 def main() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as the personae CLI does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--telegram-chats", type=int, default=10_000, help="subscribed chats (default 10,000)")
     parser.add_argument("--telegram-limit", type=int, default=300, help="global msg/s: Telegram's 30 ×10 (default)")
@@ -173,17 +198,33 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title="personae fan-out: one event broadcast through the real client library to a fake server")
-    for col in ("platform", "chats", "delivered", "limit (msg/s)", "achieved (msg/s)", "share of limit", "429s",
-                "repeated 429s"):
+    for col in (
+        "platform",
+        "chats",
+        "delivered",
+        "limit (msg/s)",
+        "achieved (msg/s)",
+        "share of limit",
+        "429s",
+        "repeated 429s",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
-            r["platform"], f"{r['chats']:,}", f"{r['sent']:,}", f"{r['limit']:,}", f"{r['rate']:,.1f}",
-            f"{100 * r['rate'] / r['limit']:.1f} %", str(r["count_429"]), str(r["repeated"]),
+            r["platform"],
+            f"{r['chats']:,}",
+            f"{r['sent']:,}",
+            f"{r['limit']:,}",
+            f"{r['rate']:,.1f}",
+            f"{100 * r['rate'] / r['limit']:.1f} %",
+            str(r["count_429"]),
+            str(r["repeated"]),
         )
     Console().print(table)
-    print(f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
-          f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels}")
+    print(
+        f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
+        f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels}"
+    )
 
 
 if __name__ == "__main__":

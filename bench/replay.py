@@ -21,6 +21,7 @@ from pathlib import Path
 
 from personae.adapters.base import AdapterConfig
 from personae.adapters.null import NullAdapter
+from personae.cli import SWITCH_INTERVAL
 from personae.clock import VirtualClock
 from personae.loader import parse_persona
 from personae.replay import replay
@@ -82,6 +83,7 @@ async def run(n: int, db: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as the personae CLI does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000, help="timeline length (default: 100,000)")
     args = parser.parse_args()

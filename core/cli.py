@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Seconds a thread may hold the GIL while another waits (CPython's default is 0.005).
+#: A busy event loop releases and retakes the GIL at every poll, and each release
+#: restarts a waiting thread's timer, so with the default the SQLite worker thread
+#: can wait seconds for its turn and the log and outbox fall behind. A shorter
+#: interval lets the waiting thread force its turn. bench/ uses the same value.
+SWITCH_INTERVAL = 0.0002
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``personae`` console script."""
     parser = _parser()
@@ -95,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         return int(asyncio.run(_dispatch(args)) or 0)
     except KeyboardInterrupt:

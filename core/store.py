@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,7 +145,14 @@ class OutboxItem:
 _LOG_JSON_SQL = (
     "INSERT INTO interactions (ts, direction, persona, platform, chat, user, user_name, text, rule,"
     " seed, latency_ms, status, event, run, mission_time) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(15))
+    + ", ".join(
+        # Times travel as epoch seconds and become ISO 8601 text here, in SQLite's C
+        # code on the writer thread, not as Python calls on the event loop.
+        f"strftime('%Y-%m-%dT%H:%M:%f+00:00', json_extract(value, '$[{i}]'), 'unixepoch')"
+        if i in (0, 14)
+        else f"json_extract(value, '$[{i}]')"
+        for i in range(15)
+    )
     + " FROM json_each(?)"
 )
 _STATE_SQL = (
@@ -179,12 +187,6 @@ def utcnow() -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _iso_json(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="microseconds") if value.microsecond else value.isoformat()
-    return str(value)
 
 
 class Store:
@@ -321,7 +323,7 @@ class Store:
         """Queue a log row (written by the writer task, in batches)."""
         self._rows.append(
             (
-                row.ts or datetime.now(UTC),
+                row.ts.timestamp() if row.ts else time.time(),
                 row.direction,
                 row.persona,
                 row.platform,
@@ -335,7 +337,7 @@ class Store:
                 row.status,
                 row.event,
                 row.run,
-                row.mission_time,
+                row.mission_time.timestamp() if row.mission_time else None,
             )
         )
         if len(self._rows) >= self.batch_size:
@@ -366,11 +368,15 @@ class Store:
         try:
             # One JSON parameter for the whole batch: SQLite unpacks it in C with the GIL
             # released, so the writer thread does not compete with the event loop row by row.
-            payload = json.dumps(rows, ensure_ascii=False, default=_iso_json) if rows else "[]"
-            await self._batch(
-                (_LOG_JSON_SQL, [(payload,)]),
-                (_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()]),
-            )
+            payload = json.dumps(rows, ensure_ascii=False, default=str) if rows else "[]"
+            if states:
+                await self._batch(
+                    (_LOG_JSON_SQL, [(payload,)]),
+                    (_STATE_SQL, [(p, s, c, data, now) for (p, s, c), data in states.items()]),
+                )
+            else:
+                # One statement is its own transaction: a single trip to the worker thread.
+                await self._write(_LOG_JSON_SQL, (payload,))
         except sqlite3.Error:
             self._rows[:0] = rows
             for k, v in states.items():

@@ -1417,9 +1417,7 @@ class FakeDiscord:
         if not content and not embeds and not filenames and not body.get("sticker_ids") and not body.get("poll"):
             return _error(400, "Cannot send an empty message", 50006)
         if len(content) > MAX_CONTENT_LENGTH:
-            return _form_error(
-                "content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT_LENGTH} or fewer in length."
-            )
+            return _form_error("content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT_LENGTH} or fewer in length.")
 
         nonce = body.get("nonce")
         nonce = str(nonce) if nonce is not None else None
