@@ -321,7 +321,7 @@ def show(rows: Sequence[Row], args: argparse.Namespace) -> None:
             f"{r.aiml:,.0f}",
             f"{ratio:.2f}× {'✓' if ratio >= 1 else '✗'}",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 100)).print(table)
     sizes = " ".join(str(s) for s in args.sizes)
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
