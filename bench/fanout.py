@@ -220,7 +220,7 @@ def main() -> None:
             str(r["count_429"]),
             str(r["repeated"]),
         )
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
     print(
         f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
         f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels}"

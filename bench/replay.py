@@ -105,7 +105,7 @@ def main() -> None:
             f"{r['rate']:,.0f}",
             f"≥ 20,000 {ok}",
         )
-        Console().print(t)
+        Console(width=max(Console().width, 100)).print(t)
     except ImportError:  # pragma: no cover
         print(r)
     print(
