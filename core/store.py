@@ -185,10 +185,6 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 class Store:
     """Async SQLite store. Use ``async with Store(path) as store:``."""
 
