@@ -72,7 +72,8 @@ class ConsoleAdapter(Adapter):
                     self.persona,
                     self.platform,
                     Chat("console"),
-                    User(f"console:{self.user}", self.user),
+                    # Whoever types at the terminal started the bot: the operator, so an admin.
+                    User(f"console:{self.user}", self.user, is_admin=True),
                     text,
                     message_id=f"{self.name}:{n}",
                     received_at=datetime.now(UTC),

@@ -446,6 +446,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
     )
     if not replays:
         await bot.engine.restore()
+    from .replay_control import Replayable, ReplayControl
+
+    bot.replays = ReplayControl(
+        bot,
+        [Replayable(t, None if e.speed == "max" else float(e.speed), e.schedules) for e, t in timelines],
+    )
     stop = asyncio.Event()
     _install_signals(stop)
     tasks: list[asyncio.Task[Any]] = []

@@ -85,6 +85,7 @@ class Dispatcher:
         self._failures: dict[Key, int] = {}
         self._attempts: dict[int, int] = {}
         self._gone: set[Key] = set()
+        self._cancelled: set[str] = set()
         self._global_next = 0.0
         self._last_id = 0
         self._wake = asyncio.Event()
@@ -114,6 +115,26 @@ class Dispatcher:
     def is_gone(self, adapter: str, chat: str) -> bool:
         """Whether ``chat`` blocked or removed the bot during this run."""
         return (adapter, chat) in self._gone
+
+    def cancel_run(self, run: str) -> int:
+        """Forget the loaded, unsent messages of ``run`` (the caller marks them in the store).
+
+        Sends already in flight finish; a later transient failure of one of
+        them is not retried.
+        """
+        self._cancelled.add(run)
+        dropped = 0
+        for key in list(self._queues):
+            queue = self._queues[key]
+            kept = deque(item for item in queue if item.run != run)
+            dropped += len(queue) - len(kept)
+            if kept:
+                self._queues[key] = kept
+            else:
+                del self._queues[key]
+        self._loaded -= dropped
+        self._wake.set()
+        return dropped
 
     @property
     def pending(self) -> int:
@@ -206,6 +227,8 @@ class Dispatcher:
         self._more_in_db = len(items) == 2000 or generation != self._generation
         for item in items:
             self._last_id = max(self._last_id, item.id)
+            if item.run in self._cancelled:
+                continue  # read just before the cancel reached the database
             key = (item.adapter, item.chat)
             if key in self._gone:
                 await self._mark(item.id, "failed", error="chat unsubscribed (blocked or removed)")
@@ -275,7 +298,7 @@ class Dispatcher:
         if exc.chat_gone:
             await self._chat_gone(item, message)
             return now
-        if exc.permanent or attempts >= self.max_attempts:
+        if exc.permanent or attempts >= self.max_attempts or item.run in self._cancelled:
             self.stats.failed += 1
             await self._mark(item.id, "failed", error=message)
             if self.on_failed is not None:

@@ -118,8 +118,8 @@ def _fire(
 ) -> Callable[[], Any]:
     async def fire() -> None:
         await bot.deliver(await bot.engine.dispatch(ev.to_event(timeline.id, run)))
-        if progress is not None:
-            progress.advance(ev.at)
+        if progress is not None and not (bot.silent_until and ev.at < bot.silent_until):
+            progress.advance(ev.at)  # the bar counts the window, not the silent prelude
         if on_event is not None:
             on_event(ev)
 

@@ -13,10 +13,10 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personae.adapters.base import Adapter, Receipt
 
@@ -33,6 +33,9 @@ from .store import LogRow, OutboxItem, Store
 from .templates import TemplateRenderError
 from .text import split_message
 
+if TYPE_CHECKING:
+    from .replay_control import ReplayControl
+
 log = logging.getLogger("personae.runtime")
 
 Transcript = Callable[[Outgoing], None]
@@ -46,6 +49,7 @@ class Commands:
     unsubscribe: str = "unsubscribe"
     emit: str = "emit"
     reload: str = "reload"
+    replay: str = "replay"
 
 
 @dataclass
@@ -127,6 +131,47 @@ class Bot:
         self._last_at: datetime | None = None
         #: Messages from before this mission time are dropped (a replay's silent prelude).
         self.silent_until: datetime | None = None
+        #: ``(adapter, chat)``: broadcasts go only there (an admin's ``/replay here``).
+        self.target: tuple[str, str] | None = None
+        #: Serves the admin command ``/replay`` (see :mod:`personae.replay_control`).
+        self.replays: ReplayControl | None = None
+
+    def fork(self, *, clock: Clock, run: str, target: tuple[str, str] | None = None) -> Bot:
+        """A bot for a replay inside this one: its own clock, scheduler and engine state, this bot's outbox.
+
+        The fork starts no adapter and no dispatcher: what it queues is
+        delivered by this bot's dispatchers, to this bot's subscribers. Its
+        personas' state starts fresh and is never persisted, so a replay
+        cannot disturb the live conversation.
+        """
+        child = Bot(
+            self.engine.personas,
+            self.adapters,
+            store=self.store,
+            clock=clock,
+            options=BotOptions(
+                seed=self.options.seed,
+                max_depth=self.options.max_depth,
+                commands=self.options.commands,
+                persist_state=False,
+                run=run,
+            ),
+            redactor=self.redactor,
+        )
+        child.dispatchers = self.dispatchers
+        child._subscribers = self._subscribers
+        child.target = target
+        return child
+
+    async def discard(self) -> None:
+        """Drop what a (cancelled) fork has queued but not yet written."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        async with self._flush_lock:
+            self._rows.clear()
 
     # -- lifecycle
 
@@ -194,6 +239,8 @@ class Bot:
 
     async def stop(self, *, drain_timeout: float = 10.0) -> None:
         """Stop adapters, let dispatchers finish what is queued (bounded), flush the store."""
+        if self.replays is not None:
+            await self.replays.shutdown()
         for a in reversed(self._started):
             with contextlib.suppress(Exception):
                 await a.stop()
@@ -273,7 +320,7 @@ class Bot:
             gone = await self.unsubscribe(adapter.name, incoming.chat.id)
             self._log_in(incoming, "builtin")
             return reply("Unsubscribed. Farewell!" if gone else "This chat was not subscribed.")
-        admin_cmds = {c for c in (names.emit, names.reload) if c}
+        admin_cmds = {c for c in (names.emit, names.reload, names.replay) if c}
         if cmd.name in admin_cmds:
             if incoming.user.id not in adapter.config.admins and not incoming.user.is_admin:
                 self._log_in(incoming, "refused: not an admin")
@@ -289,6 +336,10 @@ class Bot:
                     return reply(f"Usage: /{names.emit} EVENT key=value … ({exc})")
                 await self.deliver(await self.engine.dispatch(event))
                 return reply(f"Event '{event.name}' raised.")
+            if cmd.name == names.replay:
+                if self.replays is None:
+                    return reply("No timeline is configured for replays (add one under [[timelines]] in bot.toml).")
+                return reply(await self.replays.command(cmd.args, incoming, adapter.name))
             return reply(self.reload()[1])
         return None
 
@@ -338,6 +389,8 @@ class Bot:
         """Queue messages: expand broadcasts, split long text, write the outbox, wake dispatchers."""
         if self.silent_until is not None:
             outgoing = [o for o in outgoing if o.at is None or o.at >= self.silent_until]
+        if self.target is not None:
+            outgoing = self._retarget(outgoing, *self.target)
         if not outgoing:
             return
         if self.transcript is not None:
@@ -383,6 +436,18 @@ class Bot:
             await self.flush()
         elif rows and self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_soon())
+
+    def _retarget(self, outgoing: list[Outgoing], name: str, chat: str) -> list[Outgoing]:
+        adapter = next((a for a in self.adapters if a.name == name), None)
+        if adapter is None:
+            return []
+        # Only what this adapter's persona says on its platform: another persona's
+        # broadcast has no voice in this chat, and must not fall back to everyone.
+        return [
+            replace(o, chat=chat, adapter=name) if o.chat is None else o
+            for o in outgoing
+            if o.persona == adapter.persona and o.platform == adapter.platform
+        ]
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.linger)
@@ -459,8 +524,6 @@ class Bot:
 def _with_adapter(o: Outgoing, incoming: Incoming) -> Outgoing:
     if o.chat is None or incoming.adapter is None:
         return o
-    from dataclasses import replace
-
     return replace(o, adapter=incoming.adapter)
 
 

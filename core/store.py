@@ -485,6 +485,14 @@ class Store:
             )
         )
 
+    async def outbox_cancel(self, run: str, reason: str) -> int:
+        """Mark every still-pending message of ``run`` failed with ``reason``; returns how many."""
+        cancelled = await self._write(
+            "UPDATE outbox SET status = 'failed', last_error = ? WHERE run = ? AND status = 'pending' RETURNING id",
+            (reason, run),
+        )
+        return len(cancelled)
+
     async def outbox_counts(self, run: str | None = None) -> dict[str, int]:
         """Outbox rows per status (for one run, if given)."""
         sql = "SELECT status, count(*) FROM outbox"

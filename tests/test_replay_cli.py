@@ -165,6 +165,44 @@ def test_run_stops_gracefully_on_sigterm(persona_dir, tmp_path):
     assert con.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
 
 
+def test_run_replays_on_request_from_the_console(persona_dir, tmp_path):
+    # A live bot (its timeline is all history) asked to replay it: /replay is wired into `personae run`.
+    tl = synthetic_timeline(tmp_path / "t.yaml", 4, step_minutes=600)
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'
+        '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
+        f'[[timelines]]\nfile = "{tl}"\nmode = "live"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "personae", "run"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    assert "personae running" in proc.stderr.readline()
+    proc.stdin.write("/replay here speed=max\n")
+    proc.stdin.flush()
+    lines = [proc.stdout.readline() for _ in range(6)]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Lander: Replaying synth: 4 events from 2014-11-12 00:00 UTC to 2014-11-13 06:00 UTC" in lines[0]
+    assert [line.split("  ", 1)[1] for line in lines[1:5]] == [
+        "Lander: Touchdown at site0!\n",
+        "Lander: Battery at 90%.\n",
+        "Lander: Touchdown at site2!\n",
+        "Lander: Battery at 80%.\n",
+    ]
+    assert lines[1].startswith("2014-11-12 00:00 UTC") and lines[4].startswith("2014-11-13 06:00 UTC")
+    assert lines[5].rstrip().endswith("of synth finished: 4 events.")
+    con = sqlite3.connect(tmp_path / "bot.db")
+    # The live personas kept their own state; the replay's is not persisted.
+    assert con.execute("SELECT count(*) FROM state").fetchone() == (0,)
+
+
 def test_default_bot_toml_runs_with_no_token(tmp_path):
     # The shipped bot.toml, at max speed, to the end of the mission.
     text = (ROOT / "bot.toml").read_text().replace("speed = 2_200_000", 'speed = "max"')

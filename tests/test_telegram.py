@@ -285,3 +285,122 @@ def test_missing_token_variable_is_a_clear_error(persona_dir, tmp_path):
     assert (
         r.stderr == "error: bot.toml:7: adapters[0].token_env: environment variable LANDER_TG_TOKEN_UNSET is not set\n"
     )
+
+
+# --------------------------------------------------------------------------- /replay, the admin command
+
+TIMELINE = """\
+timeline: mini
+events:
+  - {at: "2014-11-12T15:34:04Z", event: touchdown, data: {site: Abydos}}
+  - {at: "2014-11-12T16:34:04Z", event: drain}
+  - {at: "2014-11-12T17:34:04Z", event: drain}
+"""
+
+
+async def replaying(persona_dir, store, adapter, tmp_path):
+    from personae.replay_control import Replayable, ReplayControl
+    from personae.timeline import load_timeline
+
+    (tmp_path / "mini.yaml").write_text(TIMELINE)
+    bot = await running(persona_dir, store, adapter)
+    bot.replays = ReplayControl(bot, [Replayable(load_timeline(tmp_path / "mini.yaml"), speed=None)])
+    return bot
+
+
+async def test_admin_replay_here_plays_the_timeline_into_that_chat_only(persona_dir, store, tmp_path):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await replaying(persona_dir, store, adapter_for(fake), tmp_path)
+        try:
+            await bot.subscribe("tg", ["500", "501"])
+            fake.inject_message(1, "/replay here", user_id=1)
+            await fake.wait_for_sent(5)
+            await bot.drain()
+        finally:
+            await bot.stop()
+    texts = fake.texts(1)
+    assert texts[0].startswith("Replaying mini: 3 events from 2014-11-12 15:34 UTC to 2014-11-12 17:34 UTC")
+    assert texts[1:] == [
+        "Touchdown at Abydos!",
+        "Battery at 90%.",  # set: applies before say: renders
+        "Battery at 80%.",
+        f"Replay {texts[0].split('(run ')[1].split(')')[0]} of mini finished: 3 events.",
+    ]
+    assert fake.texts(500) == fake.texts(501) == []  # a preview is not a broadcast
+    # The replay has its own state: the live lander never landed and kept its battery.
+    assert bot.engine.state("lander") == {"phase": "cruise", "battery": 100, "location": "aboard the orbiter"}
+
+
+async def test_admin_replay_broadcasts_to_subscribers(persona_dir, store, tmp_path):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await replaying(persona_dir, store, adapter_for(fake), tmp_path)
+        try:
+            await bot.subscribe("tg", ["500", "501"])
+            fake.inject_message(1, "/replay mini from=2014-11-12T16:00Z", user_id=1)
+            await fake.wait_for_sent(1 + 2 * 2 + 1)
+            await bot.drain()
+        finally:
+            await bot.stop()
+    for chat in (500, 501):
+        # From 16:00: the touchdown happened silently before the window, so the state is right.
+        assert fake.texts(chat) == ["Battery at 90%.", "Battery at 80%."]
+    assert fake.texts(1)[-1].endswith("finished: 2 events.")
+    rows = sqlite3.connect(store.path).execute("SELECT count(*) FROM outbox WHERE run IS NOT NULL").fetchone()
+    assert rows == (4,)
+
+
+async def test_replay_is_refused_to_non_admins_and_logged(persona_dir, store, tmp_path, caplog):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await replaying(persona_dir, store, adapter_for(fake), tmp_path)
+        try:
+            with caplog.at_level(logging.WARNING, logger="personae.runtime"):
+                fake.inject_message(7, "/replay here", user_id=7)
+                await fake.wait_for_sent(1)
+            await asyncio.sleep(0.2)
+            await store.flush()
+            assert not bot.replays.running
+        finally:
+            await bot.stop()
+    assert fake.texts(7) == ["Sorry, only the bot's admins can do that."]
+    assert "refused /replay from non-admin user 7 on tg" in caplog.text
+    rows = sqlite3.connect(store.path).execute("SELECT text, status FROM interactions WHERE user = '7'").fetchall()
+    assert rows == [("/replay here", "refused: not an admin")]
+    assert sqlite3.connect(store.path).execute("SELECT count(*) FROM replays").fetchone() == (0,)
+
+
+async def test_replay_status_and_stop_cancel_what_is_not_sent(persona_dir, store, tmp_path):
+    # A slow bot (5 msg/s) and 40 subscribers: the replay queues 120 posts at once, far
+    # more than can go out before the stop.
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await replaying(persona_dir, store, adapter_for(fake, global_rate=5, concurrency=2), tmp_path)
+        chats = [str(700 + i) for i in range(40)]
+        try:
+            await bot.subscribe("tg", chats)
+            fake.inject_message(1, "/replay", user_id=1)
+            await fake.wait_for_sent(4)
+            fake.inject_message(1, "/replay status", user_id=1)
+            await fake.wait_for_call("sendMessage", 6, timeout=10)
+            fake.inject_message(1, "/replay stop", user_id=1)
+            await asyncio.sleep(1.5)
+            sent_after_stop = len(fake.sent)
+            await asyncio.sleep(1.0)
+            assert len(fake.sent) == sent_after_stop  # nothing more goes out
+            fake.inject_message(1, "/replay status", user_id=1)
+            await asyncio.sleep(1.0)
+        finally:
+            await bot.stop()
+    admin = fake.texts(1)
+    assert admin[1].startswith("Replaying mini (run ") and "to subscribers and channels" in admin[1]
+    stopped = next(t for t in admin if t.startswith("Stopped replay"))
+    assert admin[-1] == "No replay is running."
+    broadcast = [m for m in fake.sent if str(m.chat_id) in chats]
+    assert 0 < len(broadcast) < 120
+    con = sqlite3.connect(store.path)
+    cancelled = con.execute(
+        "SELECT count(*) FROM outbox WHERE status = 'failed' AND last_error = 'cancelled by /replay stop'"
+    ).fetchone()[0]
+    assert f"{cancelled} queued post(s) cancelled" in stopped
+    sent = con.execute("SELECT count(*) FROM outbox WHERE run IS NOT NULL AND status = 'sent'").fetchone()[0]
+    # Every post is either sent once or cancelled: none lost in between, none twice.
+    assert sent == len(broadcast) and sent + cancelled == 120
+    assert con.execute("SELECT status FROM replays").fetchall() == [("stopped",)]

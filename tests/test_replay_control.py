@@ -1,0 +1,56 @@
+"""Parsing ``/replay`` arguments: every bad input is a one-line reason, never a traceback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from personae.replay_control import ReplayRequest, parse_request
+
+
+def test_defaults_and_options():
+    assert parse_request("") == ReplayRequest("start")
+    assert parse_request("rosetta from=2014-11-12 to=2014-11-13T12:00Z speed=max here") == ReplayRequest(
+        "start",
+        "rosetta",
+        datetime(2014, 11, 12, tzinfo=UTC),
+        datetime(2014, 11, 13, 12, tzinfo=UTC),
+        "max",
+        True,
+    )
+    assert parse_request("speed=86400").speed == 86400.0
+    assert parse_request("STATUS") == ReplayRequest("status")
+    assert parse_request("stop") == ReplayRequest("stop")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("rosetta philae", "unexpected 'philae' (one timeline at a time)"),
+        ("sped=3", "unknown option 'sped' (did you mean 'speed'?)"),
+        ("from=yesterday", "from: 'yesterday' is not an ISO 8601 date or time (e.g. 2014-11-12)"),
+        ("speed=0", "speed must be a positive number (or 'max')"),
+        ("speed=nan", "speed must be a positive number (or 'max')"),
+        ("speed=fast", "speed: 'fast' is not a number or 'max'"),
+        ("from=2014-11-13 to=2014-11-12", "from is after to"),
+        ("stop now", "/replay stop takes no arguments"),
+        ('"unclosed', "cannot read the arguments: No closing quotation"),
+    ],
+)
+def test_bad_arguments_say_why(args, message):
+    with pytest.raises(ValueError) as err:
+        parse_request(args)
+    assert str(err.value) == message
+
+
+@given(st.text(max_size=80))
+def test_any_text_parses_or_gives_a_reason(text):
+    try:
+        request = parse_request(text)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert request.action in ("start", "status", "stop")
