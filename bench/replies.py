@@ -287,15 +287,20 @@ async def measure(size: int, args: argparse.Namespace, folder: Path) -> Row:
                 t, w, g = wrong[0]
                 sys.exit(f"{name} disagrees on {len(wrong)} of {len(sample)} messages, e.g. {t!r}: {w!r} vs {g!r}")
         hits = sum(a != FALLBACK for a in want) / len(want)
-        print(f"· {size:,} rules: timing…", file=sys.stderr, flush=True)
-        return Row(
-            size,
-            hits,
-            await timed_personae(off, texts, args.budget),
-            await timed_personae(on, texts, args.budget),
-            timed_sync(rive, texts, args.budget),
-            timed_sync(bot, texts, args.budget),
-        )
+        print(f"· {size:,} rules: timing ({args.rounds} rounds)…", file=sys.stderr, flush=True)
+        # Rounds interleave the engines and each keeps its best: a neighbour stealing the
+        # CPU for a moment (this is a shared VM) then costs one round, not one engine's figure.
+        budget = args.budget / args.rounds
+        best = [0.0, 0.0, 0.0, 0.0]
+        for _ in range(args.rounds):
+            rates = (
+                await timed_personae(off, texts, budget),
+                await timed_personae(on, texts, budget),
+                timed_sync(rive, texts, budget),
+                timed_sync(bot, texts, budget),
+            )
+            best = [max(b, r) for b, r in zip(best, rates, strict=True)]
+        return Row(size, hits, *best)
     finally:
         await off.close()
         await on.close()
@@ -325,7 +330,7 @@ def show(rows: Sequence[Row], args: argparse.Namespace) -> None:
     sizes = " ".join(str(s) for s in args.sizes)
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"command: python bench/replies.py --sizes {sizes} --budget {args.budget:g}"
+        f"command: python bench/replies.py --sizes {sizes} --budget {args.budget:g} --rounds {args.rounds}"
     )
 
 
@@ -339,7 +344,8 @@ def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)  # as the personae CLI does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1_000, 10_000], help="rule counts")
-    parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per engine and size (default 3)")
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds per engine and size, all rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best counts (default 3)")
     parser.add_argument("--messages", type=int, default=200_000, help="message pool per size (default 200,000)")
     parser.add_argument("--check", type=int, default=600, help="messages every engine must answer alike (default 600)")
     parser.add_argument("--quick", action="store_true", help="10 and 100 rules, 0.5 s each: a smoke run")

@@ -143,7 +143,8 @@ class Engine:
         if persona is None:
             raise EngineError(f"unknown persona '{incoming.persona}'")
         text = incoming.text
-        command = parse_command(text, persona.router.prefixes)
+        router = persona.router
+        command = parse_command(text, router.prefixes)
         now = self.clock.now()
         if (
             command is not None
@@ -155,7 +156,6 @@ class Engine:
             return []
         chat_key = f"{incoming.platform}:{incoming.chat.id}"
         ctx: dict[str, Any] | None = None  # built only when a template or condition needs it
-        router = persona.router
         chosen: Action | None = None
         match: dict[str, Any] = {}
         args = command.args if command else ""
@@ -174,8 +174,8 @@ class Engine:
         if chosen is None:
             chosen = persona.fallback if incoming.fallback else None
             match = {}
-        self._log_in(incoming, now, None)
         if chosen is None:
+            self._log_in(incoming, now, None)
             return []
         platform = incoming.platform
         options = chosen.variants(platform)
@@ -191,6 +191,7 @@ class Engine:
                 self._assign(persona, chosen, ctx, chat_key)
                 say = self._render(options, ctx, seed, self.platforms.get(platform, "plain"))
             except TemplateRenderError as exc:
+                self._log_in(incoming, now, None)
                 self._problem(persona, chosen, str(exc), incoming=incoming)
                 return []
         else:
@@ -206,23 +207,33 @@ class Engine:
                     incoming.message_id,
                     chosen.where,
                     seed,
-                    key=f"reply:{platform}:{incoming.chat.id}:{incoming.message_id or seed}",
-                    at=now,
+                    None,
+                    f"reply:{platform}:{incoming.chat.id}:{incoming.message_id or seed}",
+                    now,
                 )
             )
-            self._log(
-                "out",
-                now,
-                persona=persona.id,
-                platform=platform,
-                chat=incoming.chat.id,
-                user=incoming.user.id,
-                text=say,
-                rule=chosen.where,
-                seed=seed if len(options) > 1 or chosen.dynamic else None,
-                latency_ms=round((time.perf_counter() - t0) * 1000, 3),
-                status="ok",
-            )
+            store = self.store
+            if store is not None and (self.log_from is None or now >= self.log_from):
+                user = incoming.user
+                store.log_exchange(
+                    persona.id,
+                    platform,
+                    incoming.chat.id,
+                    user.id,
+                    user.name,
+                    text,
+                    "ok",
+                    now.timestamp(),
+                    self.run,
+                    (
+                        say,
+                        chosen.where,
+                        seed if len(options) > 1 or chosen.dynamic else None,
+                        round((time.perf_counter() - t0) * 1000, 3),
+                    ),
+                )
+        else:
+            self._log_in(incoming, now, None)
         if chosen.emit:
             assert ctx is not None
             out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}"))
@@ -442,16 +453,20 @@ class Engine:
         return n
 
     def _log_in(self, incoming: Incoming, now: datetime, status: str | None) -> None:
-        self._log(
-            "in",
-            now,
-            persona=incoming.persona,
-            platform=incoming.platform,
-            chat=incoming.chat.id,
-            user=incoming.user.id,
-            user_name=incoming.user.name,
-            text=incoming.text,
-            status=status or "ok",
+        store = self.store
+        if store is None or (self.log_from is not None and now < self.log_from):
+            return
+        user = incoming.user
+        store.log_exchange(
+            incoming.persona,
+            incoming.platform,
+            incoming.chat.id,
+            user.id,
+            user.name,
+            incoming.text,
+            status or "ok",
+            now.timestamp(),
+            self.run,
         )
 
     def _log(self, direction: str, at: datetime, **fields: Any) -> None:

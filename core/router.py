@@ -91,11 +91,47 @@ def required_literal(pattern: re.Pattern[str]) -> str | None:
     return best if len(best) >= 3 else None
 
 
-def _rarest(literal: str, index: dict[str, list[tuple[int, str]]]) -> str:
-    """The trigram of ``literal`` with the fewest patterns so far: buckets stay small
-    even when many patterns share a prefix ("pat1 alpha", "pat2 alpha", …)."""
-    grams = {literal[j : j + 3] for j in range(len(literal) - 2)}
-    return min(sorted(grams), key=lambda g: len(index.get(g, ())))
+class _Grams:
+    """Which of many required literals occur in a text, looking at half of its trigrams.
+
+    A literal of four characters or more is filed under two of its trigrams,
+    one at an even and one at an odd offset, each the rarest of its kind so
+    buckets stay small. The text is then sampled only at even positions:
+    wherever the literal occurs, one of its two trigrams sits at one. Shorter
+    literals (three characters) are filed once and need every position.
+    Any rule this finds is only a candidate; its regex confirms it.
+    """
+
+    def __init__(self) -> None:
+        self._even: dict[str, list[tuple[int, str]]] = {}
+        self._all: dict[str, list[tuple[int, str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._even or self._all)
+
+    def add(self, index: int, literal: str) -> None:
+        """File rule ``index`` under ``literal`` (three characters or more)."""
+        if len(literal) >= 4:
+            for offset in (0, 1):
+                _file(self._even, index, literal, range(offset, len(literal) - 2, 2))
+        else:
+            _file(self._all, index, literal, range(len(literal) - 2))
+
+    def find(self, text: str, found: set[int]) -> None:
+        """Add to ``found`` every rule whose literal occurs in ``text``."""
+        for buckets, step in ((self._even, 2), (self._all, 1)):
+            if not buckets:
+                continue
+            for gram in buckets.keys() & {text[j : j + 3] for j in range(0, len(text) - 2, step)}:
+                for i, lit in buckets[gram]:
+                    if lit in text:
+                        found.add(i)
+
+
+def _file(buckets: dict[str, list[tuple[int, str]]], index: int, literal: str, offsets: range) -> None:
+    grams = sorted({literal[j : j + 3] for j in offsets})
+    rarest = min(grams, key=lambda g: len(buckets.get(g, ())))
+    buckets.setdefault(rarest, []).append((index, literal))
 
 
 def _flatten(items: list[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
@@ -117,8 +153,8 @@ class Router:
         self._words: dict[str, list[int]] = {}
         self._phrases: dict[str, list[tuple[int, str]]] = {}
         self._regex: dict[int, re.Pattern[str]] = {}
-        self._tri_icase: dict[str, list[tuple[int, str]]] = {}
-        self._tri_case: dict[str, list[tuple[int, str]]] = {}
+        self._tri_icase = _Grams()
+        self._tri_case = _Grams()
         self._regex_always: list[int] = []
         for i, t in enumerate(triggers):
             for c in t.commands:
@@ -142,11 +178,11 @@ class Router:
         elif rx.flags & re.IGNORECASE:
             if literal.isascii():
                 low = literal.lower()
-                self._tri_icase.setdefault(_rarest(low, self._tri_icase), []).append((i, low))
+                self._tri_icase.add(i, low)
             else:
                 self._regex_always.append(i)
         else:
-            self._tri_case.setdefault(_rarest(literal, self._tri_case), []).append((i, literal))
+            self._tri_case.add(i, literal)
 
     def candidates(self, text: str, command: Command | None) -> list[int]:
         """Indices of rules that may match ``text``, in file order."""
@@ -178,17 +214,9 @@ class Router:
             # Under re.IGNORECASE exactly four non-ASCII letters match ASCII ones
             # (İ ı ſ K); map them first so the pre-filter never rejects a true match.
             low = (text if text.isascii() else text.translate(_ASCII_FOLDS)).lower()
-            index = self._tri_icase
-            for g in {low[j : j + 3] for j in range(len(low) - 2)}:
-                for i, lit in index.get(g, ()):
-                    if lit in low:
-                        found.add(i)
+            self._tri_icase.find(low, found)
         if self._tri_case:
-            index = self._tri_case
-            for g in {text[j : j + 3] for j in range(len(text) - 2)}:
-                for i, lit in index.get(g, ()):
-                    if lit in text:
-                        found.add(i)
+            self._tri_case.find(text, found)
 
     def hit(self, index: int, text: str, command: Command | None) -> Hit | None:
         """Confirm rule ``index`` against ``text``; regex rules run their pattern here."""

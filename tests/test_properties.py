@@ -158,6 +158,12 @@ regexes = st.sampled_from(
         r"KAB",
         r"(?i)kab",
     ]
+) | st.builds(
+    # Literals of every length from 3: the index files those of 4+ under two of their
+    # trigrams and samples half the text, so offsets and parities must all be covered.
+    lambda flags, lit: flags + re.escape(lit),
+    st.sampled_from(["", "(?i)"]),
+    st.text(alphabet="abcK xy", min_size=3, max_size=8),
 )
 triggers = st.one_of(
     st.builds(lambda r: Trigger(regex=re.compile(r)), regexes),
@@ -165,9 +171,13 @@ triggers = st.one_of(
     st.builds(lambda c: Trigger(commands=(c,)), st.sampled_from(["ab", "abc", "x"])),
     st.builds(lambda e: Trigger(exact=(e,)), st.sampled_from(WORDS)),
 )
-texts = st.lists(st.sampled_from([*WORDS, "/ab", "/abc@Bot", " ", "K", "\u212aab", "ABC", "é", "x"]), max_size=6).map(
-    "".join
-) | st.text(alphabet=string.ascii_letters + " /@éèÈK\u212a\u0130\u0131\u017f", max_size=20)
+texts = (
+    st.lists(st.sampled_from([*WORDS, "/ab", "/abc@Bot", " ", "K", "\u212aab", "ABC", "é", "x"]), max_size=6).map(
+        "".join
+    )
+    | st.text(alphabet=string.ascii_letters + " /@éèÈK\u212a\u0130\u0131\u017f", max_size=20)
+    | st.text(alphabet="abcKkAB xy", max_size=24)
+)
 
 
 def naive(triggers: list[Trigger], text: str) -> list[int]:
@@ -194,3 +204,21 @@ def test_router_index_agrees_with_linear_scan(trigs, text):
     cmd = parse_command(text, "/!")
     indexed = [i for i in router.candidates(text, cmd) if router.hit(i, text, cmd) is not None]
     assert indexed == naive(trigs, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="abcK xy", min_size=3, max_size=10), min_size=1, max_size=6),
+    st.data(),
+)
+def test_regex_prefilter_finds_a_literal_at_any_offset(literals, data):
+    # The text always contains one of the literals, at an arbitrary offset and parity.
+    icase = data.draw(st.booleans())
+    router = Router([Trigger(regex=re.compile(("(?i)" if icase else "") + re.escape(lit))) for lit in literals])
+    chosen = data.draw(st.integers(0, len(literals) - 1))
+    prefix = data.draw(st.text(alphabet="abcKk xyz", max_size=9))
+    suffix = data.draw(st.text(alphabet="abcKk xyz", max_size=9))
+    text = prefix + (literals[chosen].upper() if icase else literals[chosen]) + suffix
+    hits = [i for i in router.candidates(text, None) if router.hit(i, text, None) is not None]
+    assert chosen in hits
+    assert hits == [i for i, lit in enumerate(literals) if re.search(("(?i)" if icase else "") + re.escape(lit), text)]

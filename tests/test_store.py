@@ -130,3 +130,23 @@ async def test_query_log_filters(persona_dir, tmp_path):
         assert [r["text"] for r in rows] == ["m3", "m4"]
         assert await store.query_log(persona="nobody") == []
         assert len(await store.query_log(since="2000-01-01")) == 10
+
+
+async def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path):
+    from personae.store import _MIGRATIONS
+
+    db = tmp_path / "v1.db"
+    con = sqlite3.connect(db)
+    con.executescript(_MIGRATIONS[1] + "\nPRAGMA user_version = 1;")
+    con.execute(
+        "INSERT INTO interactions (ts, direction, persona, text) VALUES ('2014-11-12T15:34:04+00:00', 'in', 'p', 'hi')"
+    )
+    con.commit()
+    con.close()
+    async with Store(db) as store:
+        rows = await store.query_log(since="2014-11-12")
+    assert [(r["direction"], r["text"]) for r in rows] == [("in", "hi")]
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "interactions_ts" not in indexes and "interactions_persona_ts" in indexes
