@@ -21,6 +21,10 @@ class Clock(Protocol):
         ...
 
 
+#: Real seconds a full-speed replay runs before it lets other tasks have the loop.
+BREATHE = 0.001
+
+
 class SystemClock:
     """Real time."""
 
@@ -52,6 +56,7 @@ class VirtualClock:
         self.fast_until = fast_until
         self._anchor = start.astimezone(UTC)
         self._real0 = time.monotonic()
+        self._yielded = self._real0
 
     def now(self) -> datetime:
         """Current mission time."""
@@ -69,12 +74,24 @@ class VirtualClock:
         self._anchor = when.astimezone(UTC)
         self._real0 = time.monotonic()
 
+    async def _breathe(self) -> None:
+        """At full speed, let other tasks (dispatchers, writers, input) run every millisecond.
+
+        Yielding after every event cost one pass of the event loop, with its
+        ``epoll`` call, per event: most of a replay's time. Every millisecond
+        keeps the loop responsive and lets queued rows be written in batches.
+        """
+        now = time.monotonic()
+        if now - self._yielded >= BREATHE:
+            self._yielded = now
+            await asyncio.sleep(0)
+
     async def sleep_until(self, when: datetime) -> None:
         """At max speed: jump. Otherwise sleep the scaled real time."""
         if self.fast_until is not None:
             if when <= self.fast_until:
                 self._anchor = max(self._anchor, when)
-                await asyncio.sleep(0)
+                await self._breathe()
                 return
             # Fast-forward is over: real-time pacing starts from where it ended.
             self.jump(max(self._anchor, self.fast_until))
@@ -82,7 +99,7 @@ class VirtualClock:
         if self.speed is None:
             if when > self._anchor:
                 self._anchor = when
-            await asyncio.sleep(0)  # let other tasks run between events
+            await self._breathe()
             return
         delay = (when - self.now()).total_seconds() / self.speed
         if delay > 0:

@@ -6,7 +6,7 @@ never compiled, so ``{{ 7*7 }}`` typed by a user comes back literally.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -52,6 +52,16 @@ def _finalize_markdown(value: Any) -> Any:
 
 class _Environment(ImmutableSandboxedEnvironment):
     """Sandboxed, strict, and immutable: templates cannot mutate what they are given."""
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict, not a ``ChainMap`` over the environment's.
+
+        Jinja iterates a template's globals twice per render (to build the
+        context and its key set); through a ``ChainMap`` that was a third of
+        the cost of rendering a short message. Our globals are fixed before
+        any template is compiled, so a snapshot is exact.
+        """
+        return {**self.globals, **(d or {})}
 
 
 def _make_env(dialect: Dialect) -> _Environment:
