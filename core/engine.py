@@ -139,6 +139,7 @@ class Engine:
     async def handle(self, incoming: Incoming) -> list[Outgoing]:
         """Answer one user message: first matching rule, else fallback. Never raises on user text."""
         t0 = time.perf_counter()
+        incoming = incoming.cleaned()
         persona = self.personas.get(incoming.persona)
         if persona is None:
             raise EngineError(f"unknown persona '{incoming.persona}'")

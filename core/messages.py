@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from .text import valid_unicode
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,19 @@ class Incoming:
     #: Whether the persona's fallback may answer. Off for ambient channel talk
     #: that only keyword/regex rules should react to.
     fallback: bool = True
+
+    def cleaned(self) -> Incoming:
+        """This message with every user-supplied string made valid Unicode (:func:`~personae.text.valid_unicode`)."""
+        u, c = self.user, self.chat
+        strings = (self.text, u.name, u.username or "", c.title or "")
+        if all(s.isascii() and "\x00" not in s for s in strings):
+            return self
+        return replace(
+            self,
+            text=valid_unicode(self.text),
+            user=replace(u, name=valid_unicode(u.name), username=u.username and valid_unicode(u.username)),
+            chat=replace(c, title=c.title and valid_unicode(c.title)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -267,6 +267,7 @@ class Bot:
 
     async def on_message(self, incoming: Incoming) -> None:
         """Handle one user message from an adapter: built-in commands, then the persona."""
+        incoming = incoming.cleaned()
         if incoming.kind != "text":
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return

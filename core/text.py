@@ -7,7 +7,25 @@ import unicodedata
 
 _WORD = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")
+_INVALID = re.compile("[\x00\ud800-\udfff]")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with lone surrogates and NUL characters replaced by U+FFFD.
+
+    A platform's JSON may carry ``"\\ud800"``, which Python decodes to a
+    string that cannot be encoded as UTF-8 (SQLite, and every later step,
+    would refuse it), or ``"\\u0000"``, at which SQLite's JSON functions
+    would cut the text short. User text is cleaned once, where it enters.
+    """
+    if text.isascii():
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _INVALID.sub("\ufffd", text)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def fold(text: str) -> str:

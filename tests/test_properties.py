@@ -42,6 +42,37 @@ def test_arbitrary_user_text_never_raises(text):
     assert not engine.problems
 
 
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=()), max_size=40)  # lone surrogates too
+
+
+@settings(max_examples=60, deadline=None)
+@given(ANY_TEXT, ANY_TEXT)
+def test_any_user_text_and_name_is_logged_intact_or_made_valid(text, name):
+    # A platform's JSON can carry a lone surrogate ("\\ud800"): it must neither raise nor
+    # jam the SQLite log, and valid text must be stored exactly as sent.
+    import sqlite3
+
+    from personae.store import Store
+    from personae.text import valid_unicode
+
+    async def go(db: Path) -> None:
+        async with Store(db) as store:
+            engine = Engine({"lander": LANDER_PERSONA}, store=store)
+            await engine.handle(Incoming("lander", "console", Chat("c"), User("u", name), text, message_id="1"))
+
+    with tempfile.TemporaryDirectory() as d:
+        run(go(Path(d) / "log.db"))
+        rows = (
+            sqlite3.connect(Path(d) / "log.db")
+            .execute("SELECT direction, text, user_name FROM interactions ORDER BY id")
+            .fetchall()
+        )
+    assert rows[0] == ("in", valid_unicode(text), valid_unicode(name))
+    assert [r[0] for r in rows] in (["in"], ["in", "out"])
+    if text == valid_unicode(text):
+        assert rows[0][1] == text
+
+
 @SETTINGS
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=80))
 def test_user_text_is_echoed_literally_never_evaluated(payload):

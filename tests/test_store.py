@@ -150,3 +150,27 @@ async def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path):
     assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "interactions_ts" not in indexes and "interactions_persona_ts" in indexes
+
+
+async def test_rows_keep_their_order_when_single_rows_and_exchanges_mix(persona_dir, tmp_path):
+    db = tmp_path / "log.db"
+    async with Store(db) as store:
+        engine = Engine(load_personas([persona_dir]), store=store)
+        await engine.dispatch(Event("drain", T0, persona="lander"))
+        await engine.handle(msg("/status"))
+        other = Incoming("lander", "console", Chat("c1"), User("u1", "Ann"), "/status@OtherBot", bot_username="Me")
+        await engine.handle(other)  # not for us: an "in" row alone
+        await engine.dispatch(Event("drain", T0, persona="lander"))
+        await engine.handle(msg("how far is Mars?"))
+    rows = sqlite3.connect(db).execute("SELECT direction, text, status FROM interactions ORDER BY id")
+    assert list(rows) == [
+        ("event", "{}", "event"),
+        ("out", "Battery at 90%.", "ok"),
+        ("in", "/status", "ok"),
+        ("out", "Phase cruise, battery 90%.", "ok"),
+        ("in", "/status@OtherBot", "ignored: addressed to another bot"),
+        ("event", "{}", "event"),
+        ("out", "Battery at 80%.", "ok"),
+        ("in", "how far is Mars?", "ok"),
+        ("out", "Mars is far.", "ok"),
+    ]

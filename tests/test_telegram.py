@@ -404,3 +404,23 @@ async def test_replay_status_and_stop_cancel_what_is_not_sent(persona_dir, store
     # Every post is either sent once or cancelled: none lost in between, none twice.
     assert sent == len(broadcast) and sent + cancelled == 120
     assert con.execute("SELECT status FROM replays").fetchall() == [("stopped",)]
+
+
+async def test_a_lone_surrogate_from_the_wire_is_answered_and_logged(persona_dir, store):
+    # JSON may carry "\ud800"; decoded, it is a str no UTF-8 codec (nor SQLite) accepts.
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake))
+        try:
+            fake.inject_message(42, "/echo hi \ud800 there", first_name="An\udc00n")
+            [sent] = await fake.wait_for_sent(1)
+            fake.inject_message(42, "/status")
+            await fake.wait_for_sent(2)
+        finally:
+            await bot.stop()
+    assert sent.text == "You said: hi \ufffd there"
+    rows = sqlite3.connect(store.path).execute("SELECT direction, text, user_name FROM interactions ORDER BY id")
+    assert list(rows)[:3] == [
+        ("in", "/echo hi \ufffd there", "An\ufffdn"),
+        ("out", "You said: hi \ufffd there", None),
+        ("in", "/status", "Test"),
+    ]
