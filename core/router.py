@@ -92,15 +92,18 @@ def required_literal(pattern: re.Pattern[str]) -> str | None:
 
 
 class _Grams:
-    """Which of many required literals occur in a text, looking at half of its trigrams.
+    """Which of many required literals occur in a text, looking at half of its positions.
 
-    A literal of four characters or more is filed under two of its trigrams,
+    A literal of six characters or more is filed under two of its 5-grams,
     one at an even and one at an odd offset, each the rarest of its kind so
     buckets stay small. The text is then sampled only at even positions:
-    wherever the literal occurs, one of its two trigrams sits at one. Shorter
-    literals (three characters) are filed once and need every position.
-    Any rule this finds is only a candidate; its regex confirms it.
+    wherever the literal occurs, one of its two 5-grams starts at one. Shorter
+    literals (three to five characters) are filed under a trigram and need
+    every position. Any rule this finds is only a candidate; its regex
+    confirms it.
     """
+
+    GRAM = 5
 
     def __init__(self) -> None:
         self._even: dict[str, list[tuple[int, str]]] = {}
@@ -111,25 +114,27 @@ class _Grams:
 
     def add(self, index: int, literal: str) -> None:
         """File rule ``index`` under ``literal`` (three characters or more)."""
-        if len(literal) >= 4:
+        g = self.GRAM
+        if len(literal) > g:
             for offset in (0, 1):
-                _file(self._even, index, literal, range(offset, len(literal) - 2, 2))
+                _file(self._even, index, literal, range(offset, len(literal) - g + 1, 2), g)
         else:
-            _file(self._all, index, literal, range(len(literal) - 2))
+            _file(self._all, index, literal, range(len(literal) - 2), 3)
 
     def find(self, text: str, found: set[int]) -> None:
         """Add to ``found`` every rule whose literal occurs in ``text``."""
-        for buckets, step in ((self._even, 2), (self._all, 1)):
+        g = self.GRAM
+        for buckets, step, size in ((self._even, 2, g), (self._all, 1, 3)):
             if not buckets:
                 continue
-            for gram in buckets.keys() & {text[j : j + 3] for j in range(0, len(text) - 2, step)}:
+            for gram in buckets.keys() & {text[j : j + size] for j in range(0, len(text) - size + 1, step)}:
                 for i, lit in buckets[gram]:
                     if lit in text:
                         found.add(i)
 
 
-def _file(buckets: dict[str, list[tuple[int, str]]], index: int, literal: str, offsets: range) -> None:
-    grams = sorted({literal[j : j + 3] for j in offsets})
+def _file(buckets: dict[str, list[tuple[int, str]]], index: int, literal: str, offsets: range, size: int) -> None:
+    grams = sorted({literal[j : j + size] for j in offsets})
     rarest = min(grams, key=lambda g: len(buckets.get(g, ())))
     buckets.setdefault(rarest, []).append((index, literal))
 
