@@ -82,7 +82,9 @@ def test_user_text_is_echoed_literally_never_evaluated(payload):
     # (or another earlier trigger) legitimately wins, so only check the keyword path.
     out = handle(engine, text)
     if out and out[0].startswith("Repeat: "):
-        assert out[0] == "Repeat: " + text
+        from personae.text import valid_unicode
+
+        assert out[0] == "Repeat: " + valid_unicode(text)  # literal; only NUL becomes U+FFFD
 
 
 @SETTINGS
