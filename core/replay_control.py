@@ -235,6 +235,9 @@ class ReplayControl:
     ) -> None:
         assert cur.fork is not None
         try:
+            # The answer to /replay is queued on the live bot before this task first runs;
+            # writing it now gives it an outbox id ahead of every post of the replay.
+            await self.bot.flush()
             await replay(
                 cur.fork,
                 cur.timeline,

@@ -185,6 +185,20 @@ _EXCHANGE_SQL = (
     " CASE d.o WHEN 0 THEN status ELSE 'ok' END, NULL, run, mt "
     "FROM x, (SELECT 0 AS o UNION ALL SELECT 1) AS d WHERE d.o = 0 OR out_text IS NOT NULL ORDER BY x.k, d.o"
 )
+# Outbox writes travel as one JSON parameter per batch, like log rows: binding
+# thousands of parameters one by one would hold the GIL on the writer thread.
+_OUTBOX_ADD_SQL = (
+    "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time,"
+    " created) SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(10)) + ", ?1 FROM json_each(?2)"
+)
+_OUTBOX_MARK_SQL = (
+    "UPDATE outbox SET status = m.status, attempts = attempts + m.n, last_error = m.error,"
+    " receipt = COALESCE(m.receipt, outbox.receipt),"
+    " sent_at = CASE WHEN m.status = 'sent' THEN ?1 ELSE outbox.sent_at END"
+    " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,"
+    " json_extract(value, '$[2]') AS error, json_extract(value, '$[3]') AS receipt,"
+    " json_extract(value, '$[4]') AS n FROM json_each(?2)) AS m WHERE outbox.id = m.id"
+)
 _ROW_WIDTH = 15  # a single row; anything shorter is an exchange (10 fields, or 14 with its reply)
 
 
@@ -507,29 +521,24 @@ class Store:
         """Insert messages to send, in one transaction; an existing idempotency ``key`` is left as is."""
         if not items:
             return
-        now = utcnow()
-        await self._batch(
-            (
-                "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule,"
-                " mission_time, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        i["key"],
-                        i.get("run"),
-                        i["persona"],
-                        i["adapter"],
-                        i["chat"],
-                        i["text"],
-                        i.get("reply_to"),
-                        i.get("event"),
-                        i.get("rule"),
-                        i.get("mission_time"),
-                        now,
-                    )
-                    for i in items
-                ],
-            )
+        payload = _json(
+            [
+                (
+                    i["key"],
+                    i.get("run"),
+                    i["persona"],
+                    i["adapter"],
+                    i["chat"],
+                    i["text"],
+                    i.get("reply_to"),
+                    i.get("event"),
+                    i.get("rule"),
+                    i.get("mission_time"),
+                )
+                for i in items
+            ]
         )
+        await self._write(_OUTBOX_ADD_SQL, (utcnow(), payload))
 
     async def outbox_pending(
         self, *, adapters: Sequence[str] | None = None, after_id: int = 0, limit: int = 500
@@ -551,15 +560,21 @@ class Store:
         await self.outbox_mark_many([(item_id, status, error, receipt)])
 
     async def outbox_mark_many(self, outcomes: Sequence[tuple[int, str, str | None, str | None]]) -> None:
-        """Record several outcomes ``(id, status, error, receipt)`` in one transaction (group commit)."""
-        now = utcnow()
-        await self._batch(
-            (
-                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, receipt = COALESCE(?, receipt),"
-                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
-                [(status, error, receipt, status, now, item_id) for item_id, status, error, receipt in outcomes],
-            )
-        )
+        """Record several outcomes ``(id, status, error, receipt)`` in one transaction (group commit).
+
+        Outcomes for the same row (a failed attempt, then its retry) are
+        folded in order: the last status and error, the last receipt, one
+        attempt each.
+        """
+        folded: dict[int, list[Any]] = {}
+        for item_id, status, error, receipt in outcomes:
+            seen = folded.get(item_id)
+            if seen is None:
+                folded[item_id] = [item_id, status, error, receipt, 1]
+            else:
+                seen[1:4] = [status, error, receipt or seen[3]]
+                seen[4] += 1
+        await self._write(_OUTBOX_MARK_SQL, (utcnow(), _json(list(folded.values()))))
 
     async def outbox_cancel(self, run: str, reason: str) -> int:
         """Mark every still-pending message of ``run`` failed with ``reason``; returns how many."""

@@ -174,3 +174,30 @@ async def test_rows_keep_their_order_when_single_rows_and_exchanges_mix(persona_
         ("in", "how far is Mars?", "ok"),
         ("out", "Mars is far.", "ok"),
     ]
+
+
+async def test_outcomes_for_one_message_in_one_batch_fold_in_order(tmp_path):
+    async with Store(tmp_path / "o.db") as store:
+        rows = [
+            {"key": f"k{i}", "persona": "p", "adapter": "a", "chat": "c", "text": f"t{i}", "mission_time": None}
+            for i in range(3)
+        ]
+        await store.outbox_add(rows)
+        await store.outbox_add(rows[:1])  # the same key again: ignored
+        first, second, third = (i.id for i in await store.outbox_pending())
+        await store.outbox_mark_many(
+            [
+                (first, "pending", "HTTP 502", None),
+                (second, "failed", "HTTP 400", None),
+                (first, "sent", None, "m-1"),
+                (third, "pending", "timeout", None),
+            ]
+        )
+        con = sqlite3.connect(store.path)
+        got = con.execute("SELECT key, status, attempts, last_error, receipt, sent_at NOT NULL FROM outbox ORDER BY id")
+        assert list(got) == [
+            ("k0", "sent", 2, None, "m-1", 1),
+            ("k1", "failed", 1, "HTTP 400", None, 0),
+            ("k2", "pending", 1, "timeout", None, 0),
+        ]
+        assert [i.key for i in await store.outbox_pending()] == ["k2"]
