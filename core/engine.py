@@ -268,14 +268,12 @@ class Engine:
         if event.depth > self.max_depth:
             chain = event.key or event.name
             raise EngineError(f"emit chain deeper than {self.max_depth} at '{event.name}' ({chain}): is there a loop?")
-        self._log(
-            "event",
-            event.at,
-            persona=event.persona,
-            text=json.dumps(dict(event.data), default=str, ensure_ascii=False),
-            status=event.source,
-            event=event.name,
-        )
+        store = self.store
+        if store is not None and (self.log_from is None or event.at >= self.log_from):
+            data = json.dumps(dict(event.data), default=str, ensure_ascii=False)
+            store.log_reaction(
+                "event", event.persona, None, data, None, None, event.source, event.name, self.run, event.at.timestamp()
+            )
         targets: Iterable[Persona]
         if event.persona is not None:
             p = self.personas.get(event.persona)
@@ -324,18 +322,12 @@ class Engine:
         except TemplateRenderError as exc:
             self._problem(persona, action, str(exc))
             return out
-        for o in out:
-            self._log(
-                "out",
-                ctx["now"],
-                persona=persona.id,
-                platform=o.platform,
-                text=o.text,
-                rule=action.where,
-                seed=seed,
-                status="ok",
-                event=event.name,
-            )
+        store = self.store
+        now = ctx["now"]
+        if out and store is not None and (self.log_from is None or now >= self.log_from):
+            at, rule, name = now.timestamp(), action.where, event.name
+            for o in out:
+                store.log_reaction("out", persona.id, o.platform, o.text, rule, seed, "ok", name, self.run, at)
         if action.emit:
             out.extend(await self._emit(persona, action, ctx, event.depth, event.key or event.name))
         return out

@@ -397,6 +397,31 @@ class Store:
         if len(self._rows) >= self.batch_size:
             self._wake.set()
 
+    def log_reaction(
+        self,
+        direction: str,
+        persona: str | None,
+        platform: str | None,
+        text: str | None,
+        rule: str | None,
+        seed: int | None,
+        status: str,
+        event: str,
+        run: str | None,
+        mission_time: float,
+    ) -> None:
+        """Queue an ``event`` row or the ``out`` row of an event reaction, without a :class:`LogRow`.
+
+        Same row as :meth:`log`; this runs once or twice per replayed event.
+        ``mission_time`` is in epoch seconds.
+        """
+        self._rows.append(
+            (time.time(), direction, persona, platform, None, None, None, text, rule, seed, None, status, event, run,
+             mission_time)
+        )  # fmt: skip
+        if len(self._rows) >= self.batch_size:
+            self._wake.set()
+
     def log_exchange(
         self,
         persona: str,
