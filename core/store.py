@@ -265,6 +265,7 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._lock = asyncio.Lock()
+        self._flushing = asyncio.Lock()
 
     # -- lifecycle
 
@@ -468,7 +469,16 @@ class Store:
                 await asyncio.sleep(self.flush_interval)
 
     async def flush(self) -> None:
-        """Write every queued row and state change now."""
+        """Write every queued row and state change now; returns once they are committed.
+
+        Flushes run one at a time: a flush that finds the queue empty while the
+        writer task's flush is still in flight waits for it, so "flushed" means
+        on disk.
+        """
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._rows and not self._states:
             return
         rows, self._rows = self._rows, []
@@ -488,7 +498,8 @@ class Store:
                 await self._write(statements[0][0], statements[0][1][0])
             elif statements:
                 await self._batch(*statements)
-        except sqlite3.Error:
+        except Exception:
+            # Nothing was committed (one statement, or one transaction): queue it all again.
             self._rows[:0] = rows
             for k, v in states.items():
                 self._states.setdefault(k, v)

@@ -201,3 +201,19 @@ async def test_outcomes_for_one_message_in_one_batch_fold_in_order(tmp_path):
             ("k2", "pending", 1, "timeout", None, 0),
         ]
         assert [i.key for i in await store.outbox_pending()] == ["k2"]
+
+
+async def test_flush_returns_only_once_rows_are_on_disk_even_if_another_flush_runs(tmp_path):
+    import asyncio
+
+    from personae.store import LogRow
+
+    async with Store(tmp_path / "f.db") as store:
+        for i in range(500):
+            store.log(LogRow("in", "p", text=f"m{i}"))
+        first = asyncio.create_task(store.flush())  # takes the rows, then waits on SQLite
+        await asyncio.sleep(0)
+        await store.flush()  # finds nothing queued: must still wait for the first
+        count = sqlite3.connect(store.path).execute("SELECT count(*) FROM interactions").fetchone()[0]
+        await first
+    assert count == 500
