@@ -127,7 +127,9 @@ class _Grams:
         for buckets, step, size in ((self._even, 2, g), (self._all, 1, 3)):
             if not buckets:
                 continue
-            for gram in buckets.keys() & {text[j : j + size] for j in range(0, len(text) - size + 1, step)}:
+            # Filter the text's few grams through the index (``keys() & grams`` would copy every key).
+            grams = {text[j : j + size] for j in range(0, len(text) - size + 1, step)}
+            for gram in filter(buckets.__contains__, grams):
                 for i, lit in buckets[gram]:
                     if lit in text:
                         found.add(i)
