@@ -196,22 +196,29 @@ class ReplayControl:
         fork = self.bot.fork(clock=clock, run=run, target=(adapter, incoming.chat.id) if request.here else None)
         fork.linger = 0.02 if speed is None else 0.0
         cur.fork = fork
+        # Claimed before the first await: a second /replay arriving meanwhile is refused.
+        self._current = cur
         store = self.bot.store
         if store is not None:
-            await store.replay_start(
-                run,
-                timeline.id,
-                {
-                    "timeline": timeline.file,
-                    "speed": "max" if speed is None else speed,
-                    "from": request.start.isoformat() if request.start else None,
-                    "to": request.end.isoformat() if request.end else None,
-                    "seed": self.bot.options.seed,
-                    "started_by": f"{adapter}:{incoming.user.id}",
-                    "target": f"{adapter}:{incoming.chat.id}" if request.here else "broadcast",
-                },
-            )
-        self._current = cur
+            try:
+                await store.replay_start(
+                    run,
+                    timeline.id,
+                    {
+                        "timeline": timeline.file,
+                        "speed": "max" if speed is None else speed,
+                        "from": request.start.isoformat() if request.start else None,
+                        "to": request.end.isoformat() if request.end else None,
+                        "seed": self.bot.options.seed,
+                        "started_by": f"{adapter}:{incoming.user.id}",
+                        "target": f"{adapter}:{incoming.chat.id}" if request.here else "broadcast",
+                    },
+                )
+            except BaseException:
+                self._current = None
+                raise
+        if self._current is not cur:
+            return f"Replay {run} was stopped before it began."
 
         def advanced(ev: TimelineEvent) -> None:
             cur.mission = ev.at

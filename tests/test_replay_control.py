@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -54,3 +55,38 @@ def test_any_text_parses_or_gives_a_reason(text):
         assert str(exc) and "\n" not in str(exc)
     else:
         assert request.action in ("start", "status", "stop")
+
+
+async def test_two_replays_asked_at_once_start_one(persona_dir, tmp_path):
+    import asyncio
+
+    from personae import Chat, Incoming, User
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.null import NullAdapter
+    from personae.loader import load_personas
+    from personae.replay_control import Replayable, ReplayControl
+    from personae.runtime import Bot
+    from personae.store import Store
+    from personae.timeline import load_timeline
+
+    (tmp_path / "t.yaml").write_text(
+        'timeline: mini\nevents:\n  - {at: "2014-11-12T15:34:04Z", event: touchdown, data: {site: A}}\n'
+    )
+    async with Store(tmp_path / "r.db") as store:
+        adapter = NullAdapter(AdapterConfig("null", "lander"))
+        bot = Bot(load_personas([persona_dir]), [adapter], store=store)
+        await bot.start(schedules=False)
+        bot.replays = ReplayControl(bot, [Replayable(load_timeline(tmp_path / "t.yaml"), speed=None)])
+        ask = Incoming("lander", "null", Chat("c"), User("1", "Admin", is_admin=True), "/replay", adapter="null")
+        try:
+            answers = await asyncio.gather(*(bot.replays.command("", ask, "null") for _ in range(2)))
+            await bot.drain()
+            while bot.replays.running:
+                await asyncio.sleep(0.01)
+        finally:
+            await bot.stop()
+        runs = await store.outbox_counts()
+    assert sum(a.startswith("Replaying mini") for a in answers) == 1
+    assert sum(a.startswith("A replay is already running") for a in answers) == 1
+    assert sqlite3.connect(tmp_path / "r.db").execute("SELECT count(*) FROM replays").fetchone() == (1,)
+    assert runs.get("sent", 0) >= 1  # the one replay posted
