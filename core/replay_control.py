@@ -291,12 +291,16 @@ class ReplayControl:
         cancelled = await self._cancel(cur, reason="cancelled by /replay stop")
         return f"Stopped replay {cur.run} after {cur.done}/{cur.total} events; {cancelled} queued post(s) cancelled."
 
-    async def _cancel(self, cur: _Running, *, reason: str) -> int:
+    async def _end(self, cur: _Running) -> None:
+        """Release the slot and stop the replay's task (what it queued is the caller's choice)."""
         self._current = None
         if cur.task is not None and not cur.task.done():
             cur.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cur.task
+
+    async def _cancel(self, cur: _Running, *, reason: str) -> int:
+        await self._end(cur)
         if cur.fork is not None:
             await cur.fork.discard()
         store = self.bot.store
@@ -314,11 +318,7 @@ class ReplayControl:
         cur = self._current
         if cur is None:
             return
-        self._current = None
-        if cur.task is not None and not cur.task.done():
-            cur.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cur.task
+        await self._end(cur)
         if cur.fork is not None:
             with contextlib.suppress(Exception):
                 await cur.fork.flush()  # queued rows are written, so nothing the replay said is lost

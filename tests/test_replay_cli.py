@@ -133,16 +133,11 @@ def test_killed_replay_resumes_with_nothing_lost_and_nothing_twice(persona_dir, 
     assert con.execute("SELECT status FROM replays WHERE run = ?", (run_id,)).fetchone() == ("done",)
 
 
-def test_run_stops_gracefully_on_sigterm(persona_dir, tmp_path):
-    tl = synthetic_timeline(tmp_path / "t.yaml", 10, step_minutes=600)
-    (tmp_path / "bot.toml").write_text(
-        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'
-        '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
-        f'[[timelines]]\nfile = "{tl}"\nspeed = 60\n'
-    )
+def start_run(cwd: Path) -> subprocess.Popen[str]:
+    """`personae run` in ``cwd`` with piped stdio, once it says it is running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "personae", "run"],
-        cwd=tmp_path,
+        cwd=cwd,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -150,6 +145,17 @@ def test_run_stops_gracefully_on_sigterm(persona_dir, tmp_path):
     )
     assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
     assert "personae running" in proc.stderr.readline()
+    return proc
+
+
+def test_run_stops_gracefully_on_sigterm(persona_dir, tmp_path):
+    tl = synthetic_timeline(tmp_path / "t.yaml", 10, step_minutes=600)
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'
+        '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
+        f'[[timelines]]\nfile = "{tl}"\nspeed = 60\n'
+    )
+    proc = start_run(tmp_path)
     assert proc.stdout.readline().endswith("Lander: Touchdown at site0!\n")
     proc.stdin.write("/status\n")
     proc.stdin.flush()
@@ -173,16 +179,7 @@ def test_run_replays_on_request_from_the_console(persona_dir, tmp_path):
         '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
         f'[[timelines]]\nfile = "{tl}"\nmode = "live"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "personae", "run"],
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
-    assert "personae running" in proc.stderr.readline()
+    proc = start_run(tmp_path)
     proc.stdin.write("/replay here speed=max\n")
     proc.stdin.flush()
     lines = [proc.stdout.readline() for _ in range(6)]
