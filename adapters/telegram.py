@@ -108,9 +108,13 @@ class TelegramAdapter(Adapter):
         polling = HTTPXRequest(connection_pool_size=1, read_timeout=self.poll_timeout + timeout)
         base_url = str(opts.get("base_url", "https://api.telegram.org/bot"))
         base_file_url = str(opts.get("base_file_url", base_url.replace("/bot", "/file/bot")))
-        self.bot = Bot(
-            token, base_url=base_url, base_file_url=base_file_url, request=request, get_updates_request=polling
-        )
+        self._client_options: dict[str, Any] = {
+            "base_url": base_url,
+            "base_file_url": base_file_url,
+            "request": request,
+            "get_updates_request": polling,
+        }
+        self._bot: Bot | None = None
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._updater: Updater | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -136,10 +140,24 @@ class TelegramAdapter(Adapter):
         return chat.startswith("-") or chat.startswith("@")
 
     @property
+    def bot(self) -> Bot:
+        """The python-telegram-bot client, made on first use.
+
+        Not in ``__init__``: the client logs its URL, token included, as it is
+        made, and the runtime installs log redaction between constructing
+        adapters and starting them.
+        """
+        if self._bot is None:
+            self._bot = Bot(self._token, **self._client_options)
+        return self._bot
+
+    @property
     def username(self) -> str | None:
         """The bot's @username (known once started)."""
+        if self._bot is None:
+            return None
         try:
-            return self.bot.username
+            return self._bot.username
         except RuntimeError:
             return None
 
@@ -185,8 +203,9 @@ class TelegramAdapter(Adapter):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._consumer
             self._consumer = None
-        with contextlib.suppress(Exception):
-            await self.bot.shutdown()
+        if self._bot is not None:
+            with contextlib.suppress(Exception):
+                await self._bot.shutdown()
 
     # -- webhook
 
