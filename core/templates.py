@@ -16,6 +16,8 @@ from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from .fastpath import Plan
+
 Dialect = Literal["plain", "html", "markdown"]
 DIALECTS: tuple[Dialect, ...] = ("plain", "html", "markdown")
 
@@ -50,6 +52,13 @@ def _finalize_markdown(value: Any) -> Any:
     return escape_markdown(value if isinstance(value, str) else str(value))
 
 
+_FINALIZE: dict[Dialect, Callable[[Any], Any] | None] = {
+    "plain": None,
+    "html": None,
+    "markdown": _finalize_markdown,
+}
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """Sandboxed, strict, and immutable: templates cannot mutate what they are given."""
 
@@ -68,7 +77,7 @@ def _make_env(dialect: Dialect) -> _Environment:
     env = _Environment(
         undefined=StrictUndefined,
         autoescape=dialect == "html",
-        finalize=_finalize_markdown if dialect == "markdown" else None,
+        finalize=_FINALIZE[dialect],
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
@@ -105,23 +114,43 @@ class Templates:
 
 
 class Text:
-    """One template string. Constant strings skip Jinja entirely."""
+    """One template string.
 
-    __slots__ = ("_compiled", "_templates", "constant", "source")
+    Constant strings skip Jinja entirely, and so do templates that are only
+    lookups in plain dicts whenever the lookups succeed (see :mod:`personae.fastpath`).
+    """
+
+    __slots__ = ("_compiled", "_plan", "_templates", "_text", "constant", "source")
 
     def __init__(self, source: str, templates: Templates) -> None:
         self.source = source
         self._templates = templates
         self.constant = "{" not in source
         self._compiled: dict[Dialect, Any] = {}
-        if not self.constant:
-            self._compiled["plain"] = templates.env("plain").from_string(source)
+        self._plan: Plan | None = None
+        env = templates.env("plain")
+        if self.constant:
+            # Rendered once, so newlines come out as Jinja's lexer leaves them (a
+            # trailing one dropped, CRLF as LF) whether or not the text has a {{ }}.
+            self._text = str(env.from_string(source).render())
+        else:
+            self._text = ""
+            self._plan = Plan.compile(env.parse(source))
+            self._compiled["plain"] = env.from_string(source)
 
     def render(self, context: Mapping[str, Any], dialect: Dialect = "plain") -> str:
         """Render with ``context``; raise :class:`TemplateRenderError` on failure."""
         if self.constant:
             # The author's own text is markup in every dialect; only data is escaped.
-            return self.source
+            return self._text
+        if self._plan is not None:
+            out = self._plan.render(context, _FINALIZE[dialect], dialect == "html")
+            if out is not None:
+                return out
+        return self.render_jinja(context, dialect)
+
+    def render_jinja(self, context: Mapping[str, Any], dialect: Dialect = "plain") -> str:
+        """Render through Jinja even when a fast plan exists (the reference the plan must match)."""
         tpl = self._compiled.get(dialect)
         if tpl is None:
             tpl = self._compiled[dialect] = self._templates.env(dialect).from_string(self.source)
