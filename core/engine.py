@@ -7,7 +7,6 @@ It does no I/O of its own besides queueing log rows and state changes in the
 from __future__ import annotations
 
 import functools
-import json
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -196,7 +195,7 @@ class Engine:
                 self._problem(persona, chosen, str(exc), incoming=incoming)
                 return []
         else:
-            say = options[seed % len(options)].source if options else ""
+            say = options[seed % len(options)].render({}) if options else ""
         out: list[Outgoing] = []
         if say:
             out.append(
@@ -270,9 +269,19 @@ class Engine:
             raise EngineError(f"emit chain deeper than {self.max_depth} at '{event.name}' ({chain}): is there a loop?")
         store = self.store
         if store is not None and (self.log_from is None or event.at >= self.log_from):
-            data = json.dumps(dict(event.data), default=str, ensure_ascii=False)
+            # The data goes into the row as an object: the store encodes the whole
+            # batch once, and SQLite stores this field as its JSON text.
             store.log_reaction(
-                "event", event.persona, None, data, None, None, event.source, event.name, self.run, event.at.timestamp()
+                "event",
+                event.persona,
+                None,
+                dict(event.data),
+                None,
+                None,
+                event.source,
+                event.name,
+                self.run,
+                event.at.timestamp(),
             )
         targets: Iterable[Persona]
         if event.persona is not None:

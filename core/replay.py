@@ -99,8 +99,15 @@ async def replay(
     if schedules and events:
         bot.start_schedules(after=events[0].at)
 
-    for ev in events:
-        bot.scheduler.call_at(ev.at, _fire(bot, timeline, ev, run, progress, on_event))
+    first = bot.scheduler.reserve(len(events))
+
+    def feed(i: int) -> None:
+        # Each event schedules the next as it fires: one timeline item in the heap at a time.
+        if i < len(events):
+            fire = _fire(bot, timeline, events[i], run, progress, on_event, lambda: feed(i + 1))
+            bot.scheduler.call_at(events[i].at, fire, place=first + i)
+
+    feed(0)
     await bot.scheduler.run(until=end, until_idle=True)
     await bot.drain()
     if bot.store is not None:
@@ -115,8 +122,10 @@ def _fire(
     run: str,
     progress: Progress | None,
     on_event: Callable[[TimelineEvent], None] | None,
+    then: Callable[[], None],
 ) -> Callable[[], Any]:
     async def fire() -> None:
+        then()
         await bot.deliver(await bot.engine.dispatch(ev.to_event(timeline.id, run)))
         if progress is not None and not (bot.silent_until and ev.at < bot.silent_until):
             progress.advance(ev.at)  # the bar counts the window, not the silent prelude

@@ -403,7 +403,7 @@ class Store:
         direction: str,
         persona: str | None,
         platform: str | None,
-        text: str | None,
+        text: str | Mapping[str, Any] | None,
         rule: str | None,
         seed: int | None,
         status: str,
@@ -414,7 +414,8 @@ class Store:
         """Queue an ``event`` row or the ``out`` row of an event reaction, without a :class:`LogRow`.
 
         Same row as :meth:`log`; this runs once or twice per replayed event.
-        ``mission_time`` is in epoch seconds.
+        ``mission_time`` is in epoch seconds. A mapping as ``text`` (an
+        event's data) is stored as its JSON text.
         """
         self._rows.append(
             (time.time(), direction, persona, platform, None, None, None, text, rule, seed, None, status, event, run,

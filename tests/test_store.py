@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -44,7 +45,7 @@ async def test_log_rows_have_every_field(persona_dir, tmp_path):
     assert out["rule"] == f"{persona_dir / 'lander.yaml'}:{rule_line}"
     assert out["seed"] is not None and out["latency_ms"] >= 0
     assert out["ts"].endswith("+00:00")
-    assert rows[2]["event"] == "touchdown" and '"site": "Agilkia"' in rows[2]["text"]
+    assert rows[2]["event"] == "touchdown" and json.loads(rows[2]["text"]) == {"site": "Agilkia"}
     assert rows[3]["mission_time"].startswith("20")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
