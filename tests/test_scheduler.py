@@ -36,6 +36,30 @@ async def test_same_instant_items_run_in_scheduling_order():
     assert seen == ["a@15:35", "b@15:39", "c@15:39"]
 
 
+async def test_reserved_places_order_as_if_scheduled_at_reservation():
+    clock = VirtualClock(T0)
+    sched = Scheduler(clock)
+    seen: list[str] = []
+
+    def note(tag: str):
+        async def cb() -> None:
+            seen.append(tag)
+
+        return cb
+
+    first = sched.reserve(2)
+    at = T0 + timedelta(minutes=5)
+    sched.call_at(at, note("later"))  # scheduled first, but after the reservation
+
+    async def head() -> None:
+        seen.append("head")
+        sched.call_at(at, note("second"), place=first + 1)  # fed lazily, as a timeline is
+
+    sched.call_at(at, head, place=first)
+    await sched.run(until_idle=True)
+    assert seen == ["head", "second", "later"]
+
+
 async def test_items_scheduled_while_running_and_until():
     clock = VirtualClock(T0)
     sched = Scheduler(clock)
