@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("personae.runtime")
 
+#: Queued outbox rows written as soon as there are this many (not after ``linger``).
+_OUTBOX_BATCH = 2000
+#: Queued outbox rows at which :meth:`Bot.deliver` waits for the disk (bounds memory).
+_OUTBOX_HIGH_WATER = 20_000
+
 Transcript = Callable[[Outgoing], None]
 
 
@@ -433,10 +438,13 @@ class Bot:
                         )
             if o.at is not None:
                 self._last_at = o.at
-        if len(rows) >= 2000:
-            await self.flush()
+        if len(rows) >= _OUTBOX_HIGH_WATER:
+            await self.flush()  # back-pressure: the producer waits for the disk
         elif rows and self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_soon())
+            # A full batch is written at once, in the background: the caller goes on
+            # producing the next batch while SQLite commits this one.
+            delay = 0.0 if len(rows) >= _OUTBOX_BATCH else self.linger
+            self._flusher = asyncio.create_task(self._flush_soon(delay))
 
     def _retarget(self, outgoing: list[Outgoing], name: str, chat: str) -> list[Outgoing]:
         adapter = next((a for a in self.adapters if a.name == name), None)
@@ -450,8 +458,8 @@ class Bot:
             if o.persona == adapter.persona and o.platform == adapter.platform
         ]
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.linger)
+    async def _flush_soon(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         self._flusher = None
         try:
             await self.flush()

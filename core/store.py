@@ -149,18 +149,38 @@ class OutboxItem:
     attempts: int
 
 
-_LOG_JSON_SQL = (
-    "INSERT INTO interactions (ts, direction, persona, platform, chat, user, user_name, text, rule,"
-    " seed, latency_ms, status, event, run, mission_time) SELECT "
-    + ", ".join(
-        # Times travel as epoch seconds and become ISO 8601 text here, in SQLite's C
-        # code on the writer thread, not as Python calls on the event loop.
-        f"strftime('%Y-%m-%dT%H:%M:%f+00:00', json_extract(value, '$[{i}]'), 'unixepoch')"
-        if i in (0, 14)
-        else f"json_extract(value, '$[{i}]')"
-        for i in range(15)
+_ISO = "'%Y-%m-%dT%H:%M:%f+00:00'"
+_LOG_COLUMNS = (
+    "ts", "direction", "persona", "platform", "chat", "user", "user_name", "text", "rule",
+    "seed", "latency_ms", "status", "event", "run", "mission_time",
+)  # fmt: skip
+
+
+def _unpack(param: str, fields: Sequence[str], times: Sequence[str] = ()) -> str:
+    """A ``WITH`` clause giving a table ``rows(k, <fields>)`` from a JSON array of arrays.
+
+    Rows travel as one JSON parameter per batch: SQLite unpacks it in C with
+    the GIL released, where binding thousands of parameters one by one would
+    hold the GIL on the writer thread. Each element's text is materialized
+    once (``raw``): ``json_each`` renders an element anew every time its
+    ``value`` is read, so reading it once per field cost a third of every
+    insert. Times travel as epoch seconds and become ISO 8601 text here.
+    """
+    columns = ", ".join(
+        f"strftime({_ISO}, json_extract(v, '$[{i}]'), 'unixepoch') AS {name}"
+        if name in times
+        else f"json_extract(v, '$[{i}]') AS {name}"
+        for i, name in enumerate(fields)
     )
-    + " FROM json_each(?)"
+    return (
+        f"WITH raw(k, v) AS MATERIALIZED (SELECT key, value FROM json_each({param})),"
+        f" rows AS (SELECT k, {columns} FROM raw) "
+    )
+
+
+_LOG_JSON_SQL = (
+    _unpack("?", _LOG_COLUMNS, ("ts", "mission_time"))
+    + f"INSERT INTO interactions ({', '.join(_LOG_COLUMNS)}) SELECT {', '.join(_LOG_COLUMNS)} FROM rows ORDER BY k"
 )
 # A message and its reply travel as one 14-field "exchange" and become two rows here:
 # each field is extracted once, not once per row (a third of the writer's work).
@@ -169,35 +189,26 @@ _EXCHANGE_FIELDS = (
     "out_text", "rule", "seed", "latency",
 )  # fmt: skip
 _EXCHANGE_SQL = (
-    "WITH x AS MATERIALIZED (SELECT key AS k, "
-    + ", ".join(
-        f"strftime('%Y-%m-%dT%H:%M:%f+00:00', json_extract(value, '$[{i}]'), 'unixepoch') AS {name}"
-        if name in ("ts", "mt")
-        else f"json_extract(value, '$[{i}]') AS {name}"
-        for i, name in enumerate(_EXCHANGE_FIELDS)
-    )
-    + " FROM json_each(?)) "
-    "INSERT INTO interactions (ts, direction, persona, platform, chat, user, user_name, text, rule,"
-    " seed, latency_ms, status, event, run, mission_time) "
+    _unpack("?", _EXCHANGE_FIELDS, ("ts", "mt"))
+    + f"INSERT INTO interactions ({', '.join(_LOG_COLUMNS)}) "
     "SELECT ts, CASE d.o WHEN 0 THEN 'in' ELSE 'out' END, persona, platform, chat, user,"
     " CASE d.o WHEN 0 THEN user_name END, CASE d.o WHEN 0 THEN in_text ELSE out_text END,"
     " CASE d.o WHEN 1 THEN rule END, CASE d.o WHEN 1 THEN seed END, CASE d.o WHEN 1 THEN latency END,"
     " CASE d.o WHEN 0 THEN status ELSE 'ok' END, NULL, run, mt "
-    "FROM x, (SELECT 0 AS o UNION ALL SELECT 1) AS d WHERE d.o = 0 OR out_text IS NOT NULL ORDER BY x.k, d.o"
+    "FROM rows, (SELECT 0 AS o UNION ALL SELECT 1) AS d WHERE d.o = 0 OR out_text IS NOT NULL ORDER BY k, d.o"
 )
-# Outbox writes travel as one JSON parameter per batch, like log rows: binding
-# thousands of parameters one by one would hold the GIL on the writer thread.
+_OUTBOX_FIELDS = ("key", "run", "persona", "adapter", "chat", "text", "reply_to", "event", "rule", "mission_time")
 _OUTBOX_ADD_SQL = (
-    "INSERT OR IGNORE INTO outbox (key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time,"
-    " created) SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(10)) + ", ?1 FROM json_each(?2)"
+    _unpack("?2", _OUTBOX_FIELDS)
+    + f"INSERT OR IGNORE INTO outbox ({', '.join(_OUTBOX_FIELDS)}, created)"
+    f" SELECT {', '.join(_OUTBOX_FIELDS)}, ?1 FROM rows ORDER BY k"
 )
 _OUTBOX_MARK_SQL = (
-    "UPDATE outbox SET status = m.status, attempts = attempts + m.n, last_error = m.error,"
+    _unpack("?2", ("id", "status", "error", "receipt", "n"))
+    + "UPDATE outbox SET status = m.status, attempts = attempts + m.n, last_error = m.error,"
     " receipt = COALESCE(m.receipt, outbox.receipt),"
     " sent_at = CASE WHEN m.status = 'sent' THEN ?1 ELSE outbox.sent_at END"
-    " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,"
-    " json_extract(value, '$[2]') AS error, json_extract(value, '$[3]') AS receipt,"
-    " json_extract(value, '$[4]') AS n FROM json_each(?2)) AS m WHERE outbox.id = m.id"
+    " FROM rows AS m WHERE outbox.id = m.id"
 )
 _ROW_WIDTH = 15  # a single row; anything shorter is an exchange (10 fields, or 14 with its reply)
 
