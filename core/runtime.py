@@ -29,7 +29,7 @@ from .messages import Event, Incoming, Outgoing
 from .persona import Persona
 from .scheduler import Scheduler
 from .secrets import Redactor, install_log_redaction
-from .store import LogRow, OutboxItem, Store
+from .store import LogRow, OutboxItem, OutboxRow, Store
 from .templates import TemplateRenderError
 from .text import split_message
 
@@ -102,6 +102,10 @@ class Bot:
         self._reload = reload
         self.session = self.options.run or uuid.uuid4().hex[:12]
         self.scheduler = Scheduler(self.clock, on_error=self._scheduler_error)
+        #: Who speaks for each (persona, platform): the adapters a message is queued on.
+        self._speakers: dict[tuple[str, str], list[Adapter]] = {}
+        for a in self.adapters:
+            self._speakers.setdefault((a.persona, a.platform), []).append(a)
         platforms = {a.platform: a.limits.dialect for a in self.adapters} or {"console": "plain"}
         voices: dict[str, list[str]] = {}
         for a in self.adapters:
@@ -126,7 +130,7 @@ class Bot:
         self._tasks: list[asyncio.Task[Any]] = []
         self._started: list[Adapter] = []
         self._subscribers: dict[str, list[str]] = {}
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[OutboxRow] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         #: Seconds queued rows may wait to be written together (0: next loop turn).
@@ -405,36 +409,46 @@ class Bot:
         if self.store is None:
             return
         rows = self._rows
+        run = self.options.run
         for o in outgoing:
-            for adapter in self.adapters:
-                if adapter.persona != o.persona or adapter.platform != o.platform:
-                    continue
+            for adapter in self._speakers.get((o.persona, o.platform), ()):
+                name = adapter.name
                 if o.chat is not None:
-                    if o.adapter is not None and o.adapter != adapter.name:
+                    if o.adapter is not None and o.adapter != name:
                         continue
-                    chats = [o.chat]
+                    chats: Sequence[str] = (o.chat,)
                     base = f"{self.session}|{o.key}"
                 else:
-                    subs = self._subscribers.get(adapter.name, [])
-                    chats = list(dict.fromkeys([*map(str, adapter.channels), *subs]))
+                    subs = self._subscribers.get(name, [])
+                    channels = adapter.channels
+                    chats = list(dict.fromkeys([*map(str, channels), *subs])) if channels else subs
                     base = o.key
                 parts = split_message(o.text, adapter.limits.max_length)
                 mission = o.at.isoformat() if o.at else None
+                persona, event, rule = o.persona, o.event, o.rule
+                if len(parts) == 1:
+                    text, reply_to = parts[0], o.reply_to
+                    rows.extend(
+                        (f"{base}|{name}|{chat}|0", run, persona, name, chat, text, reply_to, event, rule, mission)
+                        for chat in chats
+                    )
+                    continue
                 for chat in chats:
                     for n, part in enumerate(parts):
+                        reply_to = o.reply_to if n == 0 else None
                         rows.append(
-                            {
-                                "key": f"{base}|{adapter.name}|{chat}|{n}",
-                                "run": self.options.run,
-                                "persona": o.persona,
-                                "adapter": adapter.name,
-                                "chat": chat,
-                                "text": part,
-                                "reply_to": o.reply_to if n == 0 else None,
-                                "event": o.event,
-                                "rule": o.rule,
-                                "mission_time": mission,
-                            }
+                            (
+                                f"{base}|{name}|{chat}|{n}",
+                                run,
+                                persona,
+                                name,
+                                chat,
+                                part,
+                                reply_to,
+                                event,
+                                rule,
+                                mission,
+                            )
                         )
             if o.at is not None:
                 self._last_at = o.at

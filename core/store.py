@@ -189,8 +189,7 @@ _EXCHANGE_FIELDS = (
     "out_text", "rule", "seed", "latency",
 )  # fmt: skip
 _EXCHANGE_SQL = (
-    _unpack("?", _EXCHANGE_FIELDS, ("ts", "mt"))
-    + f"INSERT INTO interactions ({', '.join(_LOG_COLUMNS)}) "
+    _unpack("?", _EXCHANGE_FIELDS, ("ts", "mt")) + f"INSERT INTO interactions ({', '.join(_LOG_COLUMNS)}) "
     "SELECT ts, CASE d.o WHEN 0 THEN 'in' ELSE 'out' END, persona, platform, chat, user,"
     " CASE d.o WHEN 0 THEN user_name END, CASE d.o WHEN 0 THEN in_text ELSE out_text END,"
     " CASE d.o WHEN 1 THEN rule END, CASE d.o WHEN 1 THEN seed END, CASE d.o WHEN 1 THEN latency END,"
@@ -198,9 +197,11 @@ _EXCHANGE_SQL = (
     "FROM rows, (SELECT 0 AS o UNION ALL SELECT 1) AS d WHERE d.o = 0 OR out_text IS NOT NULL ORDER BY k, d.o"
 )
 _OUTBOX_FIELDS = ("key", "run", "persona", "adapter", "chat", "text", "reply_to", "event", "rule", "mission_time")
+#: A message for :meth:`Store.outbox_add`, in ``_OUTBOX_FIELDS`` order:
+#: ``(key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time)``.
+OutboxRow = tuple[str, str | None, str, str, str, str, str | None, str | None, str | None, str | None]
 _OUTBOX_ADD_SQL = (
-    _unpack("?2", _OUTBOX_FIELDS)
-    + f"INSERT OR IGNORE INTO outbox ({', '.join(_OUTBOX_FIELDS)}, created)"
+    _unpack("?2", _OUTBOX_FIELDS) + f"INSERT OR IGNORE INTO outbox ({', '.join(_OUTBOX_FIELDS)}, created)"
     f" SELECT {', '.join(_OUTBOX_FIELDS)}, ?1 FROM rows ORDER BY k"
 )
 _OUTBOX_MARK_SQL = (
@@ -569,28 +570,17 @@ class Store:
 
     # -- outbox
 
-    async def outbox_add(self, items: Sequence[Mapping[str, Any]]) -> None:
-        """Insert messages to send, in one transaction; an existing idempotency ``key`` is left as is."""
+    async def outbox_add(self, items: Sequence[Mapping[str, Any] | OutboxRow]) -> None:
+        """Insert messages to send, in one transaction; an existing idempotency ``key`` is left as is.
+
+        Each item is a mapping with the :data:`OutboxRow` field names (``run``,
+        ``reply_to``, ``event``, ``rule`` and ``mission_time`` optional), or
+        an :data:`OutboxRow` tuple.
+        """
         if not items:
             return
-        payload = _json(
-            [
-                (
-                    i["key"],
-                    i.get("run"),
-                    i["persona"],
-                    i["adapter"],
-                    i["chat"],
-                    i["text"],
-                    i.get("reply_to"),
-                    i.get("event"),
-                    i.get("rule"),
-                    i.get("mission_time"),
-                )
-                for i in items
-            ]
-        )
-        await self._write(_OUTBOX_ADD_SQL, (utcnow(), payload))
+        rows = [i if isinstance(i, tuple) else tuple(i.get(f) for f in _OUTBOX_FIELDS) for i in items]
+        await self._write(_OUTBOX_ADD_SQL, (utcnow(), _json(rows)))
 
     async def outbox_pending(
         self, *, adapters: Sequence[str] | None = None, after_id: int = 0, limit: int = 500
