@@ -29,9 +29,9 @@ from .messages import Event, Incoming, Outgoing
 from .persona import Persona
 from .scheduler import Scheduler
 from .secrets import Redactor, install_log_redaction
+from .split import split_message
 from .store import LogRow, OutboxItem, OutboxRow, Store
 from .templates import TemplateRenderError
-from .text import split_message
 
 if TYPE_CHECKING:
     from .replay_control import ReplayControl
@@ -423,7 +423,7 @@ class Bot:
                     channels = adapter.channels
                     chats = list(dict.fromkeys([*map(str, channels), *subs])) if channels else subs
                     base = o.key
-                parts = split_message(o.text, adapter.limits.max_length)
+                parts = split_message(o.text, adapter.limits.max_length, adapter.limits.dialect)
                 mission = o.at.isoformat() if o.at else None
                 persona, event, rule = o.persona, o.event, o.rule
                 if len(parts) == 1:

@@ -1,4 +1,4 @@
-"""Text helpers: accent/case folding for matching, and splitting long messages."""
+"""Text helpers: accent/case folding for matching, and cleaning text that enters from outside."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import unicodedata
 _WORD = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")
 _INVALID = re.compile("[\x00\ud800-\udfff]")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 
 def valid_unicode(text: str) -> str:
@@ -44,46 +43,3 @@ def words(text: str) -> list[str]:
 def squash(text: str) -> str:
     """Folded text with runs of whitespace collapsed, for exact matching."""
     return _SPACES.sub(" ", fold(text)).strip()
-
-
-def split_message(text: str, limit: int) -> list[str]:
-    """Split ``text`` into chunks of at most ``limit`` characters.
-
-    Prefers sentence boundaries, then word boundaries; a single word longer
-    than ``limit`` is the only thing ever cut.
-    """
-    if limit <= 0:
-        raise ValueError("limit must be positive")
-    if len(text) <= limit:
-        return [text]
-    chunks: list[str] = []
-    current = ""
-    for piece in _pieces(text, limit):
-        candidate = f"{current} {piece}" if current else piece
-        if len(candidate) <= limit:
-            current = candidate
-        else:
-            if current:
-                chunks.append(current)
-            current = piece
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _pieces(text: str, limit: int) -> list[str]:
-    out: list[str] = []
-    for sentence in _SENTENCE_END.split(text):
-        sentence = sentence.strip()
-        if not sentence:
-            continue
-        if len(sentence) <= limit:
-            out.append(sentence)
-            continue
-        for word in sentence.split():
-            while len(word) > limit:
-                out.append(word[:limit])
-                word = word[limit:]
-            if word:
-                out.append(word)
-    return out

@@ -137,6 +137,23 @@ async def test_entities_and_empty_text(fake: FakeTelegram, bot: Bot) -> None:
         await bot.send_message(5, " ")
 
 
+async def test_html_mode_is_parsed_as_telegram_does(fake: FakeTelegram, bot: Bot) -> None:
+    await bot.send_message(5, "<b>ok</b> &lt;3 &amp; <i>fine</i>", parse_mode="HTML")
+    for broken, why in [
+        ("<b>never closed", "Can't find end tag"),
+        ("<b><i>crossed</b></i>", "Unmatched end tag"),
+        ("<blink>old</blink>", "Unsupported start tag"),
+        ("1 < 2", "Unexpected start of tag"),
+    ]:
+        with pytest.raises(BadRequest, match=f"(?i){why}"):
+            await bot.send_message(5, broken, parse_mode="HTML")
+    # The limit applies to the text left after parsing: tags do not count, an entity counts one.
+    await bot.send_message(5, "<b>" + "&amp;" * 4096 + "</b>", parse_mode="HTML")
+    with pytest.raises(BadRequest, match="too long"):
+        await bot.send_message(5, "<b>" + "x" * 4097 + "</b>", parse_mode="HTML")
+    assert len(fake.sent) == 2
+
+
 # --------------------------------------------------------------- getUpdates
 
 

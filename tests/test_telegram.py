@@ -66,6 +66,37 @@ async def test_status_in_a_private_chat_is_answered_as_a_reply(persona_dir, stor
     assert sent.parse_mode is None
 
 
+LONG_HTML = """\
+persona: lander
+name: Lander
+replies:
+  - when: {command: story}
+    say: "<b>{{ message.args }}</b>: <i>{% for i in range(300) %}Day {{ i }} on the comet was long. {% endfor %}</i>"
+"""
+
+
+async def test_a_long_html_reply_arrives_in_valid_pieces(tmp_path, store):
+    from fakes.telegram_api import _parse_html
+
+    (tmp_path / "lander.yaml").write_text(LONG_HTML, encoding="utf-8")
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(tmp_path, store, adapter_for(fake, parse_mode="html", per_chat_rate=100))
+        try:
+            fake.inject_message(42, "/story <b>x</b> & y")
+            await fake.wait_for_sent(3)
+            await bot.drain()
+        finally:
+            await bot.stop()
+    sent = fake.sent
+    assert len(sent) >= 3 and all(m.parse_mode == "HTML" for m in sent)  # the fake refuses broken HTML
+    visible = [_parse_html(m.text) for m in sent]
+    assert all(len(v) <= 4096 for v in visible)
+    story = "".join(f"Day {i} on the comet was long. " for i in range(300))
+    assert "".join("".join(visible).split()) == "".join(f"<b>x</b> & y: {story}".split())  # user text escaped
+    assert sent[0].text.startswith("<b>&lt;b&gt;x&lt;/b&gt; &amp; y</b>: <i>Day 0")
+    assert all(m.text.startswith("<i>") and m.text.endswith("</i>") for m in sent[1:])
+
+
 async def test_group_commands_mentions_and_chatter(persona_dir, store):
     async with FakeTelegram(TOKEN, bot_username="LanderBot") as fake:
         # Telegram allows a group 20 messages a minute; scaled up so three answers take no time.

@@ -179,6 +179,56 @@ def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+_HTML_TAGS: Final = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code", "pre",
+     "blockquote", "tg-emoji"}
+)  # fmt: skip
+_HTML_TOKEN: Final = re.compile(r"<(/?)([A-Za-z][\w-]*)([^<>]*)>|<|&(#[0-9]+|#[xX][0-9a-fA-F]+|lt|gt|amp|quot);")
+_HTML_NAMED: Final = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+def _parse_html(text: str) -> str:
+    """The visible text of an HTML-mode message, refusing what Telegram refuses.
+
+    Telegram's rules: only its own tags, each closed in order; a ``<`` that
+    does not start a tag must be written ``&lt;``. Entities count as the
+    character they stand for.
+    """
+    out: list[str] = []
+    stack: list[str] = []
+    pos = 0
+    for m in _HTML_TOKEN.finditer(text):
+        out.append(text[pos : m.start()])
+        pos = m.end()
+        token = m.group()
+        if m.group(4):
+            ref = m.group(4)
+            if ref[0] == "#":
+                out.append(chr(int(ref[2:], 16) if ref[1] in "xX" else int(ref[1:])))
+            else:
+                out.append(_HTML_NAMED[ref])
+            continue
+        if token == "<":
+            raise _bad_request(f"can't parse entities: Unexpected start of tag at byte offset {m.start()}")
+        closing, name = m.group(1), m.group(2).lower()
+        if name not in _HTML_TAGS:
+            raise _bad_request(f'can\'t parse entities: Unsupported start tag "{name}" at byte offset {m.start()}')
+        if not closing:
+            stack.append(name)
+        elif not stack or stack[-1] != name:
+            expected = stack[-1] if stack else ""
+            raise _bad_request(
+                f"can't parse entities: Unmatched end tag at byte offset {m.start()},"
+                f' expected "</{expected}>", found "</{name}>"'
+            )
+        else:
+            stack.pop()
+    out.append(text[pos:])
+    if stack:
+        raise _bad_request(f"can't parse entities: Can't find end tag corresponding to start tag \"{stack[-1]}\"")
+    return "".join(out)
+
+
 def _command_entities(text: str) -> list[JSONDict]:
     """The ``bot_command`` entities a Telegram client would attach to ``text``.
 
@@ -1045,17 +1095,19 @@ class FakeTelegram:
     def _send(self, method: str, params: JSONDict, *, text_key: str) -> JSONDict:
         chat_id = self._target_chat(params)
         text = _opt_str(params, text_key) or ""
+        parse_mode = _opt_str(params, "parse_mode")
+        # Telegram parses the markup first and measures what is left.
+        visible = _parse_html(text) if (parse_mode or "").upper() == "HTML" else text
         if text_key == "text":
-            if not text.strip():
+            if not visible.strip():
                 raise _bad_request("message text is empty")
-            if _utf16_len(text) > MAX_MESSAGE_LENGTH:
+            if _utf16_len(visible) > MAX_MESSAGE_LENGTH:
                 raise _bad_request("message is too long")
         reply_to = self._reply_target(chat_id, params)
         # Flood control last: a refused message is not counted against the limits.
         self._check_rate(chat_id)
         self._consume_rate(chat_id)
 
-        parse_mode = _opt_str(params, "parse_mode")
         raw_entities = _opt_json(params, "entities" if text_key == "text" else "caption_entities")
         entities = tuple(dict(e) for e in raw_entities) if isinstance(raw_entities, list) else ()
         reply_markup = _opt_json(params, "reply_markup")

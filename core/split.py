@@ -1,0 +1,134 @@
+"""Split a long message into pieces a platform accepts, without breaking what it says.
+
+Platforms count length in UTF-16 code units (an emoji outside the Basic
+Multilingual Plane counts two), Telegram after parsing HTML: tags do not
+count and an entity such as ``&amp;`` counts one. A piece ends at the last
+paragraph break, else line break, else sentence end, else space that fits,
+preferring the strongest break that still fills half the limit; only a word
+longer than the limit is ever cut inside. Line breaks inside a piece are
+kept. In HTML no cut falls inside a tag or an entity, and tags open at a cut
+are closed at the end of the piece and opened again at the start of the
+next, so each piece is valid on its own (a cut ``<b>`` would make Telegram
+refuse the message, and the message would be lost).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from .templates import Dialect
+
+_HTML_TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+_TAG_NAME = re.compile(r"</?\s*([A-Za-z][\w-]*)")
+_SENTENCE_END = frozenset(".!?…")
+
+# Break strengths: a cut after the atom at that position.
+_PARAGRAPH, _LINE, _SENTENCE, _WORD = 4, 3, 2, 1
+
+
+class _Atom(NamedTuple):
+    text: str
+    units: int  # length as the platform counts it
+    tag: bool
+
+
+def units(text: str) -> int:
+    """Length in UTF-16 code units, as Telegram and Discord count it."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
+def split_message(text: str, limit: int, dialect: Dialect = "plain") -> list[str]:
+    """``text`` in pieces of at most ``limit`` units (visible units for ``html``)."""
+    if limit < 2:
+        raise ValueError("limit must be at least 2 (one emoji is two units)")
+    if len(text) <= limit // 2 or units(text) <= limit:
+        return [text]
+    atoms = _atoms(text, dialect)
+    if sum(a.units for a in atoms) <= limit:
+        return [text]
+    pieces: list[str] = []
+    stack: list[tuple[str, str]] = []  # open HTML tags: (name, the opening tag as written)
+    start, n = 0, len(atoms)
+    while start < n:
+        while start < n and atoms[start].text.isspace():
+            start += 1
+        if start >= n:
+            break
+        end = _cut(atoms, start, limit)
+        last = end
+        while last > start and atoms[last - 1].text.isspace():
+            last -= 1
+        opening = "".join(tag for _, tag in stack)
+        body = atoms[start:last]
+        for atom in body:
+            if atom.tag:
+                _track(stack, atom.text)
+        closing = "".join(f"</{name}>" for name, _ in reversed(stack))
+        if any(not a.tag and not a.text.isspace() for a in body):
+            pieces.append(opening + "".join(a.text for a in body) + closing)
+        start = end
+    return pieces
+
+
+def _atoms(text: str, dialect: Dialect) -> list[_Atom]:
+    atoms: list[_Atom] = []
+    pos = 0
+    if dialect == "html":
+        for m in _HTML_TOKEN.finditer(text):
+            atoms.extend(_Atom(c, 2 if ord(c) > 0xFFFF else 1, False) for c in text[pos : m.start()])
+            token = m.group()
+            is_tag = token[0] == "<"
+            atoms.append(_Atom(token, 0 if is_tag else 1, is_tag))
+            pos = m.end()
+    atoms.extend(_Atom(c, 2 if ord(c) > 0xFFFF else 1, False) for c in text[pos:])
+    return atoms
+
+
+def _strength(atoms: list[_Atom], i: int) -> int:
+    """How good a cut right after ``atoms[i]`` is (0: only if nothing else fits)."""
+    c = atoms[i].text
+    if c == "\n":
+        return _PARAGRAPH if i > 0 and atoms[i - 1].text == "\n" else _LINE
+    if c.isspace():
+        return _SENTENCE if i > 0 and atoms[i - 1].text in _SENTENCE_END else _WORD
+    return 0
+
+
+def _cut(atoms: list[_Atom], start: int, limit: int) -> int:
+    """Where the piece starting at ``start`` ends (exclusive)."""
+    used = 0
+    latest: dict[int, tuple[int, int]] = {}  # strength -> (cut position, units before it)
+    i = start
+    while i < len(atoms) and used + atoms[i].units <= limit:
+        used += atoms[i].units
+        strength = _strength(atoms, i)
+        if strength:
+            latest[strength] = (i + 1, used)
+        i += 1
+    if i >= len(atoms):
+        return i
+    for strength in (_PARAGRAPH, _LINE, _SENTENCE, _WORD):
+        found = latest.get(strength)
+        if found is not None and found[1] >= limit / 2:
+            return found[0]
+    if latest:
+        return max(pos for pos, _ in latest.values())
+    return max(i, start + 1)  # a word longer than the limit: cut it here
+
+
+def _track(stack: list[tuple[str, str]], tag: str) -> None:
+    m = _TAG_NAME.match(tag)
+    if m is None or tag.endswith("/>"):
+        return
+    name = m.group(1).lower()
+    if tag.startswith("</"):
+        for k in range(len(stack) - 1, -1, -1):
+            if stack[k][0] == name:
+                del stack[k:]
+                break
+    else:
+        stack.append((name, tag))
+
+
+__all__ = ["split_message", "units"]
