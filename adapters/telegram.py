@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import secrets
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -324,8 +325,7 @@ class TelegramAdapter(Adapter):
         try:
             message = await self.bot.send_message(**kwargs)
         except RetryAfter as exc:
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            seconds = _retry_seconds(exc)
             raise DeliveryError(f"Telegram flood control: retry after {seconds:g}s", retry_after=seconds) from None
         except Forbidden as exc:
             raise DeliveryError(f"Forbidden: {exc.message}", chat_gone=True) from None
@@ -343,3 +343,12 @@ class TelegramAdapter(Adapter):
         except NetworkError as exc:
             raise DeliveryError(f"network error: {exc.message}") from None
         return Receipt((str(message.message_id),))
+
+
+def _retry_seconds(exc: RetryAfter) -> float:
+    """Seconds to wait, whichever type this PTB version gives (an int, or a timedelta from v23)."""
+    with warnings.catch_warnings():
+        # v22.2+ warns that the int will become a timedelta; both are handled here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        wait = exc.retry_after
+    return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
