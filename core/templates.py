@@ -129,13 +129,15 @@ class Text:
         self._compiled: dict[Dialect, Any] = {}
         self._plan: Plan | None = None
         env = templates.env("plain")
+        plan = Plan.compile(env.parse(source))
         if self.constant:
-            # Rendered once, so newlines come out as Jinja's lexer leaves them (a
-            # trailing one dropped, CRLF as LF) whether or not the text has a {{ }}.
-            self._text = str(env.from_string(source).render())
+            # The text as Jinja's lexer leaves it (a trailing newline dropped, CRLF as
+            # LF), as for text with a {{ }}; parsed, never compiled: replies are many.
+            assert plan is not None  # text without "{" is literal text
+            self._text = plan.render({}, None, False) or ""
         else:
             self._text = ""
-            self._plan = Plan.compile(env.parse(source))
+            self._plan = plan
             self._compiled["plain"] = env.from_string(source)
 
     def render(self, context: Mapping[str, Any], dialect: Dialect = "plain") -> str:
