@@ -5,7 +5,8 @@ second, kept a little under the limit), a per-chat pace, a slower pace for
 groups, and at most ``concurrency`` sends in flight, never two for the same
 chat (so each chat sees its messages in order). A platform's ``retry_after``
 is honoured for that chat (or for everything when the platform says global);
-other transient failures back off exponentially. Every outcome is written to
+other transient failures back off exponentially (up to ``max_backoff``) and
+are retried until sent, unless ``max_attempts`` is set. Every outcome is written to
 the outbox row before the next send to that chat, so a crash can repeat at
 most the sends in flight at that instant.
 """
@@ -53,7 +54,7 @@ class Dispatcher:
         on_failed: Callable[[OutboxItem, str], Awaitable[None]] | None = None,
         on_chat_gone: Callable[[str, str, str], Awaitable[None]] | None = None,
         headroom: float = 0.97,
-        max_attempts: int = 12,
+        max_attempts: int | None = None,
         base_backoff: float = 0.5,
         max_backoff: float = 60.0,
         seed: int = 0,
@@ -111,6 +112,10 @@ class Dispatcher:
         await self._idle.wait()
         while self._committer is not None and not self._committer.done():
             await asyncio.shield(self._committer)
+
+    def welcome_back(self, adapter: str, chat: str) -> None:
+        """``chat`` wrote to the bot again (it was unblocked, or added back): send to it again."""
+        self._gone.discard((adapter, chat))
 
     def is_gone(self, adapter: str, chat: str) -> bool:
         """Whether ``chat`` blocked or removed the bot during this run."""
@@ -329,7 +334,10 @@ class Dispatcher:
         if exc.chat_gone:
             await self._chat_gone(item, message)
             return now
-        if exc.permanent or attempts >= self.max_attempts or item.run in self._cancelled:
+        # A transient failure (5xx, network, flood control) never gives up by default:
+        # the message stays in the outbox until it is sent, at most max_backoff apart.
+        gave_up = self.max_attempts is not None and attempts >= self.max_attempts and exc.retry_after is None
+        if exc.permanent or gave_up or item.run in self._cancelled:
             self.stats.failed += 1
             await self._mark(item.id, "failed", error=message)
             if self.on_failed is not None:

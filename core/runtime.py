@@ -277,6 +277,9 @@ class Bot:
     async def on_message(self, incoming: Incoming) -> None:
         """Handle one user message from an adapter: built-in commands, then the persona."""
         incoming = incoming.cleaned()
+        if incoming.adapter is not None:
+            for dispatcher in self.dispatchers.values():
+                dispatcher.welcome_back(incoming.adapter, incoming.chat.id)
         if incoming.kind != "text":
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return

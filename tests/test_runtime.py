@@ -121,6 +121,21 @@ async def test_every_message_delivered_exactly_once_despite_failures(persona_dir
     assert rows == [("sent", 20)]
 
 
+async def test_a_long_outage_loses_nothing(persona_dir, store):
+    # Forty transient failures in a row (a platform down for a while): retried until sent.
+    outage = [DeliveryError("503 Service Unavailable") for _ in range(40)]
+    bot, tg = await make_bot(persona_dir, store, failures={"100": outage})
+    bot.dispatchers["tg"].base_backoff = bot.dispatchers["tg"].max_backoff = 0.001
+    try:
+        await bot.on_message(incoming("/status"))
+        await bot.drain()
+    finally:
+        await bot.stop()
+    assert [d.text for d in tg.sent] == ["Phase cruise, battery 100%."] and tg.attempts["100"] == 41
+    row = sqlite3.connect(store.path).execute("SELECT status, attempts FROM outbox").fetchone()
+    assert row == ("sent", 41)
+
+
 async def test_blocked_chat_is_unsubscribed_once_without_retry_storm(persona_dir, store):
     gone = DeliveryError("Forbidden: bot was blocked by the user", chat_gone=True)
     bot, tg = await make_bot(persona_dir, store, failures={"300": [gone]})
@@ -137,6 +152,20 @@ async def test_blocked_chat_is_unsubscribed_once_without_retry_storm(persona_dir
     assert bot.dispatchers["tg"].stats.unsubscribed == 1
     failed = sqlite3.connect(store.path).execute("SELECT count(*) FROM outbox WHERE status='failed'").fetchone()[0]
     assert failed == 3
+
+
+async def test_a_chat_that_unblocks_the_bot_is_answered_again(persona_dir, store):
+    gone = DeliveryError("Forbidden: bot was blocked by the user", chat_gone=True)
+    bot, tg = await make_bot(persona_dir, store, failures={"300": [gone]})
+    try:
+        await bot.on_message(incoming("/status", chat="300"))  # blocked meanwhile: 403
+        await bot.drain()
+        assert bot.dispatchers["tg"].is_gone("tg", "300")
+        await bot.on_message(incoming("/status", chat="300"))  # unblocked, and asks again
+        await bot.drain()
+    finally:
+        await bot.stop()
+    assert [d.chat for d in tg.sent] == ["300"] and tg.attempts["300"] == 2
 
 
 async def test_permanent_error_is_not_retried(persona_dir, store):
