@@ -515,6 +515,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 )
                 if args.until_done:
                     break
+                # The replayed mission is over. Its clock would run on (at "max", through
+                # every cron date to year 9999): no more scheduled posts, just answers.
+                bot.stop_schedules()
                 tasks.append(asyncio.create_task(bot.scheduler.run()))
                 done = None
         waiter.cancel()

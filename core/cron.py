@@ -46,6 +46,6 @@ def fire_times(expr: str, after: datetime, tz: str = "UTC") -> Iterator[datetime
     while True:
         try:
             nxt = it.get_next(datetime)
-        except CroniterBadDateError:
-            return
+        except (CroniterBadDateError, OverflowError, ValueError):
+            return  # no date left (or none before year 9999, where datetime ends)
         yield nxt.astimezone(UTC)

@@ -27,7 +27,7 @@ from .engine import Engine, EngineError
 from .errors import PersonaeError
 from .messages import Event, Incoming, Outgoing
 from .persona import Persona
-from .scheduler import Scheduler
+from .scheduler import Handle, Scheduler
 from .secrets import Redactor, install_log_redaction
 from .split import split_message
 from .store import LogRow, OutboxItem, OutboxRow, Store
@@ -133,6 +133,8 @@ class Bot:
         self._rows: list[OutboxRow] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._schedules_on = False
+        self._cron: dict[tuple[str, int], Handle] = {}
         #: Seconds queued rows may wait to be written together (0: next loop turn).
         self.linger = 0.0
         #: Called after each outbox write, with the mission time of the last message written.
@@ -215,13 +217,22 @@ class Bot:
 
     def start_schedules(self, after: datetime | None = None) -> None:
         """Put every persona's cron entries on the scheduler."""
+        self._schedules_on = True
         for persona in self.engine.personas.values():
             for i in range(len(persona.schedule)):
                 self._next_cron(persona.id, i, after or self.clock.now())
 
+    def stop_schedules(self) -> None:
+        """Take every cron entry off the scheduler (a replayed mission is over: its clock must not run on)."""
+        self._schedules_on = False
+        for handle in self._cron.values():
+            handle.cancel()
+        self._cron.clear()
+
     def _next_cron(self, persona_id: str, index: int, after: datetime) -> None:
         persona = self.engine.personas.get(persona_id)
-        if persona is None or index >= len(persona.schedule):
+        if not self._schedules_on or persona is None or index >= len(persona.schedule):
+            self._cron.pop((persona_id, index), None)
             return
         entry = persona.schedule[index]
         when = next(fire_times(entry.cron, after, entry.timezone), None)
@@ -237,7 +248,7 @@ class Bot:
                 await self.deliver(await self.engine.react(p, s.action, event))
             self._next_cron(persona_id, index, when)
 
-        self.scheduler.call_at(when, fire, recurring=True)
+        self._cron[(persona_id, index)] = self.scheduler.call_at(when, fire, recurring=True)
 
     async def drain(self) -> None:
         """Wait until every queued message has been delivered (or failed for good)."""

@@ -171,6 +171,36 @@ def test_run_stops_gracefully_on_sigterm(persona_dir, tmp_path):
     assert con.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
 
 
+def test_run_at_max_speed_stops_scheduled_posts_when_the_timeline_ends(tmp_path):
+    # A cron entry on a virtual clock at "max": once the mission is over the clock
+    # must not run on through every cron date (it used to post to year 9999).
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "lander.yaml").write_text(
+        "persona: lander\nname: Lander\nevents:\n  touchdown: {say: 'Down at {{ event.site }}.'}\n"
+        "replies:\n  - when: {command: status}\n    say: 'Fine.'\n"
+        "schedule:\n  - cron: '0 0 * * *'\n    event: tick\n    say: 'Tick {{ now.year }}.'\n"
+    )
+    tl = synthetic_timeline(tmp_path / "t.yaml", 2, step_minutes=60 * 24 * 3)  # events 3 days apart
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{tmp_path}/p/*.yaml"]\ndatabase = "bot.db"\n'
+        '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
+        f'[[timelines]]\nfile = "{tl}"\nspeed = "max"\n'
+    )
+    proc = start_run(tmp_path)
+    assert "timeline finished" in proc.stderr.readline()
+    proc.stdin.write("/status\n")
+    proc.stdin.flush()
+    out = []
+    while not (line := proc.stdout.readline()).endswith("Lander: Fine.\n"):
+        out.append(line)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    ticks = [line for line in out if "Tick" in line]
+    assert 2 <= len(ticks) <= 4 and all("Tick 2014." in line for line in ticks), out
+    assert "out of range" not in err
+
+
 def test_run_replays_on_request_from_the_console(persona_dir, tmp_path):
     # A live bot (its timeline is all history) asked to replay it: /replay is wired into `personae run`.
     tl = synthetic_timeline(tmp_path / "t.yaml", 4, step_minutes=600)

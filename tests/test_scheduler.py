@@ -182,3 +182,11 @@ def test_cron_month_ends():
 def test_bad_cron_expressions(expr):
     with pytest.raises(CronError):
         validate_cron(expr)
+
+
+def test_cron_fire_times_end_with_the_calendar():
+    # datetime ends in year 9999: the series stops there instead of raising.
+    assert list(fire_times("0 0 1 1 *", datetime(9997, 6, 1, tzinfo=UTC))) == [
+        datetime(9998, 1, 1, tzinfo=UTC),
+        datetime(9999, 1, 1, tzinfo=UTC),
+    ]
