@@ -24,7 +24,7 @@ from .clock import Clock, SystemClock
 from .cron import fire_times
 from .dispatcher import Dispatcher
 from .engine import Engine, EngineError
-from .errors import PersonaeError
+from .errors import ConfigError, PersonaeError
 from .messages import Event, Incoming, Outgoing
 from .persona import Persona
 from .scheduler import Handle, Scheduler
@@ -44,6 +44,10 @@ _OUTBOX_BATCH = 2000
 _OUTBOX_HIGH_WATER = 20_000
 
 Transcript = Callable[[Outgoing], None]
+
+
+class AdapterStartError(ConfigError):
+    """An adapter could not start (platform unreachable, token refused): one line for the operator."""
 
 
 @dataclass
@@ -210,7 +214,7 @@ class Bot:
             try:
                 await a.start(self.on_message)
             except Exception as exc:
-                raise RuntimeError(self.redactor(f"adapter '{a.name}' failed to start: {exc}")) from None
+                raise AdapterStartError(self.redactor(f"adapter '{a.name}' failed to start: {exc}")) from None
             self._started.append(a)
         if schedules:
             self.start_schedules()
