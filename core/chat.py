@@ -71,13 +71,26 @@ class ChatSession:
         text = text.rstrip("\r\n")
         if not text.strip():
             return []
+        before = self.engine.problem_count
+        try:
+            return await self._answer(text)
+        finally:
+            # A template that fails at run time is logged, not fatal; an author trying
+            # the persona out needs to see why it said nothing.
+            for p in self.engine.problems_since(before):
+                sys.stderr.write(f"{p.where}: error: {p.message}\n")
+
+    async def _answer(self, text: str) -> list[Outgoing]:
         if text.startswith("!event"):
             try:
                 event = parse_event_line(text, self.engine.clock.now())
-                return await self.engine.dispatch(event)
+                out = await self.engine.dispatch(event)
             except (ValueError, EngineError, TemplateRenderError) as exc:
                 sys.stderr.write(f"error: {exc}\n")
                 return []
+            if not self.engine.reacts_to(event.name):
+                sys.stderr.write(f"warning: no persona reacts to event '{event.name}'\n")
+            return out
         self._n += 1
         incoming = Incoming(
             self.persona,

@@ -83,7 +83,10 @@ class Engine:
         self.seed = seed
         self.max_depth = max_depth
         self.run = run
+        #: The latest runtime problems (at most 100), newest last.
         self.problems: list[Problem] = []
+        #: How many problems there have been in all.
+        self.problem_count = 0
         #: Whether ``set:`` changes are saved to the store (replays keep their own state).
         self.persist_state = True
         #: Log nothing that happens before this mission time (a resumed replay re-runs its past).
@@ -128,6 +131,15 @@ class Engine:
         if st is None:
             st = self._chat_state[key] = dict(self.personas[persona].chat_state)
         return st
+
+    def problems_since(self, count: int) -> list[Problem]:
+        """Problems recorded since :attr:`problem_count` was ``count`` (at most the latest 100)."""
+        new = self.problem_count - count
+        return self.problems[-new:] if new > 0 else []
+
+    def reacts_to(self, event: str) -> list[str]:
+        """Ids of the personas with a reaction to ``event``."""
+        return [p.id for p in self.personas.values() if event in p.events]
 
     def speaks_on(self, persona: str) -> tuple[str, ...]:
         """Platforms ``persona`` is rendered for when it broadcasts."""
@@ -477,6 +489,7 @@ class Engine:
         self.store.log(LogRow(direction, run=self.run, mission_time=at, **fields))
 
     def _problem(self, persona: Persona, action: Action, message: str, *, incoming: Incoming | None = None) -> None:
+        self.problem_count += 1
         self.problems.append(Problem(persona.id, action.where, message))
         del self.problems[:-100]
         self._log(

@@ -60,6 +60,17 @@ def test_chat_with_piped_stdin_and_event_lines(persona_dir, tmp_path):
     assert count == 4
 
 
+def test_chat_says_why_a_reaction_said_nothing(persona_dir):
+    r = personae(
+        "chat", "lander", "--personas", str(persona_dir), "--no-log", stdin="!event touchdown\n!event nope\n/status\n"
+    )
+    assert r.returncode == 0
+    assert r.stdout == "Lander: Phase cruise, battery 100%.\n"  # the failed touchdown changed nothing
+    problem, warning = r.stderr.splitlines()
+    assert problem.startswith(f"{persona_dir / 'lander.yaml'}:10: error: undefined:") and "'site'" in problem
+    assert warning == "warning: no persona reacts to event 'nope'"
+
+
 def test_chat_state_persists_between_runs(persona_dir, tmp_path):
     db = tmp_path / "chat.db"
     personae("chat", "lander", "--personas", str(persona_dir), "--db", str(db), stdin="!event touchdown site=Abydos\n")

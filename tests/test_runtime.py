@@ -217,6 +217,21 @@ async def test_admin_commands_refused_for_others_and_logged(persona_dir, store):
     assert rows == [("7", "/emit touchdown site=Nowhere"), ("7", "/reload")]
 
 
+async def test_emit_says_when_a_reaction_failed_or_nobody_reacts(persona_dir, store):
+    bot, tg = await make_bot(persona_dir, store)
+    try:
+        await bot.on_message(incoming("/emit touchdown", user="1"))  # its template needs event.site
+        await bot.on_message(incoming("/emit no_such_event", user="1"))
+        await bot.drain()
+    finally:
+        await bot.stop()
+    *pieces, nobody = [d.text for d in tg.sent]  # the first answer is long: sent in pieces
+    failed = " ".join(pieces)
+    assert failed.startswith("Event 'touchdown' raised, but 1 reaction(s) failed: lander (lander.yaml:10): undefined")
+    assert "'site'" in failed
+    assert nobody == "Event 'no_such_event' raised; no persona reacts to it."
+
+
 async def test_reload_keeps_last_good_version(persona_dir, store, tmp_path):
     calls = {"n": 0}
 
