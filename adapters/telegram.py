@@ -326,7 +326,12 @@ class TelegramAdapter(Adapter):
             message = await self.bot.send_message(**kwargs)
         except RetryAfter as exc:
             seconds = _retry_seconds(exc)
-            raise DeliveryError(f"Telegram flood control: retry after {seconds:g}s", retry_after=seconds) from None
+            # Telegram does not say which limit was hit; like PTB's own rate limiter, pause the
+            # whole bot: per-chat and per-group pacing are already ours, so a 429 means the bot's
+            # overall rate is too high (another process may share the token).
+            raise DeliveryError(
+                f"Telegram flood control: retry after {seconds:g}s", retry_after=seconds, scope="global"
+            ) from None
         except Forbidden as exc:
             raise DeliveryError(f"Forbidden: {exc.message}", chat_gone=True) from None
         except ChatMigrated as exc:

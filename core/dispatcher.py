@@ -4,7 +4,8 @@ Per adapter, one dispatcher owns flow control: a global pace (messages per
 second, kept a little under the limit), a per-chat pace, a slower pace for
 groups, and at most ``concurrency`` sends in flight, never two for the same
 chat (so each chat sees its messages in order). A platform's ``retry_after``
-is honoured for that chat (or for everything when the platform says global);
+is honoured for that chat, or for everything when the platform says global
+(and then the pace is halved, and won back gradually as messages go through);
 other transient failures back off exponentially (up to ``max_backoff``) and
 are retried until sent, unless ``max_attempts`` is set. Every outcome is written to
 the outbox row before the next send to that chat, so a crash can repeat at
@@ -73,7 +74,12 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self.stats = DispatchStats()
         lim = adapter.limits
-        self._global_interval = 1 / (lim.global_rate * headroom) if lim.global_rate else 0.0
+        #: The pace the limits allow, and the pace now: halved by a bot-wide 429 (someone
+        #: else shares the token, or the limit is lower than configured) and won back
+        #: step by step with each message sent.
+        self._full_rate = (lim.global_rate or 0.0) * headroom
+        self._rate = self._full_rate
+        self._global_interval = 1 / self._full_rate if self._full_rate else 0.0
         self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
         self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
         self._slots = asyncio.Semaphore(max(1, lim.concurrency))
@@ -255,6 +261,11 @@ class Dispatcher:
         heapq.heappush(self._ready, (at, queue[0].id, key))
         self._wake.set()
 
+    def _pace(self, rate: float) -> None:
+        if self._full_rate:
+            self._rate = rate
+            self._global_interval = 1 / rate
+
     def _chat_gap(self, key: Key) -> float:
         gap = self._chat_interval
         if self._group_interval and self.adapters[key[0]].is_group(key[1]):
@@ -318,6 +329,8 @@ class Dispatcher:
             return await self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"))
         self._failures.pop(key, None)
         self._attempts.pop(item.id, None)
+        if self._rate < self._full_rate:
+            self._pace(min(self._full_rate, self._rate + self._full_rate / 200))
         await self._mark(item.id, "sent", receipt=",".join(receipt.message_ids))
         self.stats.sent += 1
         gap = self._chat_gap(key)
@@ -353,6 +366,7 @@ class Dispatcher:
             wait = exc.retry_after
             if exc.scope == "global":
                 self._global_next = max(self._global_next, now + wait)
+                self._pace(max(self._full_rate / 16, self._rate / 2))
             return now + wait
         n = self._failures.get(chat, 0)
         self._failures[chat] = n + 1

@@ -186,9 +186,28 @@ async def test_broadcast_to_500_chats_runs_near_the_limit_without_429(persona_di
     assert achieved >= 0.9 * limit, f"{achieved:.0f} msg/s is under 90% of {limit}"
 
 
+async def test_a_limit_lower_than_configured_slows_the_whole_bot_down(persona_dir, store):
+    # Another process shares the token, or the limit is lower than bot.toml says: the server
+    # allows 100/s, the adapter is told 200/s. A 429 pauses every chat and halves the pace.
+    async with FakeTelegram(TOKEN, global_rate=100) as fake:
+        adapter = adapter_for(fake, global_rate=200, concurrency=16)
+        bot = await running(persona_dir, store, adapter)
+        chats = [str(30_000 + i) for i in range(300)]
+        try:
+            await bot.subscribe("tg", chats)
+            await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key="broadcast")))
+            await bot.drain()
+        finally:
+            await bot.stop()
+    assert sorted(str(m.chat_id) for m in fake.sent) == sorted(chats)  # every one, once
+    # Without the bot-wide pause each chat ran into the limit on its own: 190 429s for 300 messages.
+    assert 0 < fake.count_429 <= 10, fake.count_429
+
+
 async def test_faults_still_deliver_every_message_exactly_once(persona_dir, store):
     async with FakeTelegram(TOKEN, seed=5, fault_ratio=0.1, faults=("5xx", "drop", "429"), fault_retry_after=1) as fake:
-        adapter = adapter_for(fake, concurrency=8)
+        # Injected 429s halve the pace each time; from a higher pace the test stays short.
+        adapter = adapter_for(fake, concurrency=8, global_rate=300)
         bot = await running(persona_dir, store, adapter)
         bot.dispatchers["tg"].base_backoff = 0.05
         chats = [str(20_000 + i) for i in range(120)]
@@ -262,7 +281,7 @@ async def test_webhook_mode_checks_the_secret(persona_dir, store, caplog):
 async def test_token_never_leaks_into_logs_or_database(persona_dir, store, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     async with FakeTelegram(TOKEN, seed=9, fault_ratio=0.3, faults=("5xx", "drop", "429")) as fake:
-        adapter = adapter_for(fake)
+        adapter = adapter_for(fake, global_rate=300)
         bot = await running(persona_dir, store, adapter)
         bot.dispatchers["tg"].base_backoff = 0.05
         try:
