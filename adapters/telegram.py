@@ -261,6 +261,22 @@ class TelegramAdapter(Adapter):
         """Map an update to an :class:`Incoming` (non-text updates get a ``kind`` and are logged, not answered)."""
         from personae.messages import Chat, Incoming, User
 
+        member = update.my_chat_member
+        if member is not None:
+            # The bot itself was added to, or removed from, a chat (or blocked in a private one).
+            status = member.new_chat_member.status
+            who = member.from_user
+            return Incoming(
+                self.persona,
+                self.platform,
+                Chat(str(member.chat.id), member.chat.type, member.chat.title),
+                User(str(who.id), who.full_name, who.username, str(who.id) in self.config.admins),
+                f"bot is now {status}",
+                bot_username=self.username,
+                received_at=member.date.astimezone(UTC),
+                adapter=self.name,
+                kind="removed" if status in ("kicked", "left") else "added",
+            )
         message: Message | None = update.message or update.edited_message or update.channel_post
         if message is None:
             return None

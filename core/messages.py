@@ -45,7 +45,8 @@ class Incoming:
     #: Name of the adapter instance that received it (several may share a platform).
     adapter: str | None = None
     #: ``"text"`` for messages a persona answers; anything else (``"sticker"``,
-    #: ``"photo"``, ``"edited"``, ``"join"``, ``"chatter"``…) is logged and ignored.
+    #: ``"photo"``, ``"edited"``, ``"join"``, ``"chatter"``, ``"added"``…) is logged and ignored,
+    #: except ``"removed"`` (the bot was removed from the chat, or blocked), which unsubscribes it.
     kind: str = "text"
     #: Whether the persona's fallback may answer. Off for ambient channel talk
     #: that only keyword/regex rules should react to.

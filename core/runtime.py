@@ -295,6 +295,11 @@ class Bot:
         if incoming.adapter is not None:
             for dispatcher in self.dispatchers.values():
                 dispatcher.welcome_back(incoming.adapter, incoming.chat.id)
+        if incoming.kind == "removed" and incoming.adapter is not None:
+            # Removed from a group, or blocked: no more broadcasts there (writing again re-enables replies).
+            gone = await self.unsubscribe(incoming.adapter, incoming.chat.id)
+            self._log_in(incoming, "unsubscribed: bot removed" if gone else "ignored: removed")
+            return
         if incoming.kind != "text":
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return

@@ -166,6 +166,41 @@ async def test_stickers_edits_and_joins_never_crash(persona_dir, store):
     assert statuses == ["ignored: edited", "ignored: sticker", "ignored: join", "ok"]
 
 
+async def test_removal_from_a_group_unsubscribes_it(persona_dir, store):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake))
+        me = {"id": fake.bot_id, "is_bot": True, "first_name": "Fake Bot", "username": "fake_test_bot"}
+        admin = {"id": 9, "is_bot": False, "first_name": "Ada"}
+        group = {"id": -1001, "type": "supergroup", "title": "Comet fans"}
+
+        def member(update_id: int, old: str, new: str) -> dict:
+            return {
+                "update_id": update_id,
+                "my_chat_member": {
+                    "chat": group,
+                    "from": admin,
+                    "date": 1,
+                    "old_chat_member": {"user": me, "status": old},
+                    "new_chat_member": {"user": me, "status": new},
+                },
+            }
+
+        try:
+            await bot.subscribe("tg", ["-1001", "42"])
+            fake.inject_update(member(800, "left", "member"))  # added: logged
+            fake.inject_update(member(801, "member", "left"))  # removed: unsubscribed
+            fake.inject_message(42, "/status")
+            await fake.wait_for_sent(1)
+            await bot.drain()
+        finally:
+            await bot.stop()
+    assert await store.subscribers("tg") == ["42"]
+    rows = sqlite3.connect(store.path).execute(
+        "SELECT chat, status FROM interactions WHERE direction = 'in' ORDER BY id"
+    )
+    assert rows.fetchall() == [("-1001", "ignored: added"), ("-1001", "unsubscribed: bot removed"), ("42", "ok")]
+
+
 async def test_broadcast_to_500_chats_runs_near_the_limit_without_429(persona_dir, store):
     # Telegram's 30/s scaled ×5 so the test runs fast; the fake server shares this process's CPU.
     limit = 150
