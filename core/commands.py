@@ -580,4 +580,12 @@ async def cmd_emit(args: argparse.Namespace) -> int:
         await bot.stop()
         if store is not None:
             await store.close()
-    return 0
+    for p in bot.engine.problems:
+        sys.stderr.write(f"{p.where}: error: {p.message}\n")
+    if bot.scheduler.waiting:
+        when = bot.scheduler.next_due
+        sys.stderr.write(
+            f"note: {bot.scheduler.waiting} delayed reaction(s), the first due {when:%Y-%m-%d %H:%M UTC}, not run:"
+            " `personae emit` exits now; a running bot (`personae run`, admin /emit) posts them\n"
+        )
+    return 1 if bot.engine.problems else 0

@@ -86,6 +86,11 @@ class Scheduler:
         self._seq = itertools.count(first + n)
         return first
 
+    @property
+    def waiting(self) -> int:
+        """Items that will run once and have not run yet (recurring ones not counted)."""
+        return self._finite
+
     def __len__(self) -> int:
         return len(self._heap)
 

@@ -71,6 +71,23 @@ def test_chat_says_why_a_reaction_said_nothing(persona_dir):
     assert warning == "warning: no persona reacts to event 'nope'"
 
 
+def test_emit_raises_one_event_and_says_what_it_could_not_do(persona_dir, tmp_path):
+    (persona_dir / "orbiter.yaml").write_text(
+        "persona: orbiter\nname: Orbiter\nevents:\n  landed:\n    say: 'Welcome to {{ event.site }}.'\n"
+        "    delay: 2m\n"
+    )
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\n'
+    )
+    ok = personae("emit", "touchdown", "site=Abydos", "--dry-run", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.endswith("  Lander: Touchdown at Abydos!\n")
+    assert ok.stderr.startswith("note: 1 delayed reaction(s), the first due ")  # the orbiter's, 2 minutes later
+    broken = personae("emit", "touchdown", "--dry-run", cwd=tmp_path)  # no site: the template fails
+    assert broken.returncode == 1 and broken.stdout == ""
+    assert broken.stderr.startswith(f"{persona_dir / 'lander.yaml'}:10: error: undefined")
+
+
 def test_chat_state_persists_between_runs(persona_dir, tmp_path):
     db = tmp_path / "chat.db"
     personae("chat", "lander", "--personas", str(persona_dir), "--db", str(db), stdin="!event touchdown site=Abydos\n")
