@@ -73,8 +73,7 @@ def test_chat_says_why_a_reaction_said_nothing(persona_dir):
 
 def test_emit_raises_one_event_and_says_what_it_could_not_do(persona_dir, tmp_path):
     (persona_dir / "orbiter.yaml").write_text(
-        "persona: orbiter\nname: Orbiter\nevents:\n  landed:\n    say: 'Welcome to {{ event.site }}.'\n"
-        "    delay: 2m\n"
+        "persona: orbiter\nname: Orbiter\nevents:\n  landed:\n    say: 'Welcome to {{ event.site }}.'\n    delay: 2m\n"
     )
     (tmp_path / "bot.toml").write_text(
         f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\n'
