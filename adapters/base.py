@@ -65,6 +65,7 @@ class DeliveryError(Exception):
     :param permanent: retrying cannot help (bad request, chat gone).
     :param chat_gone: the chat blocked or removed the bot: unsubscribe it.
     :param scope: ``"global"`` when the whole bot must pause, else ``"chat"``.
+    :param moved_to: the chat has a new id (a Telegram group became a supergroup): send there.
     """
 
     def __init__(
@@ -75,12 +76,14 @@ class DeliveryError(Exception):
         permanent: bool = False,
         chat_gone: bool = False,
         scope: Literal["chat", "global"] = "chat",
+        moved_to: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent or chat_gone
         self.chat_gone = chat_gone
         self.scope = scope
+        self.moved_to = moved_to
 
 
 IncomingHandler = Callable[["Incoming"], Awaitable[None]]

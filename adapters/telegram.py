@@ -351,7 +351,7 @@ class TelegramAdapter(Adapter):
         except Forbidden as exc:
             raise DeliveryError(f"Forbidden: {exc.message}", chat_gone=True) from None
         except ChatMigrated as exc:
-            raise DeliveryError(f"chat migrated to {exc.new_chat_id}", permanent=True) from None
+            raise DeliveryError(f"chat migrated to {exc.new_chat_id}", moved_to=str(exc.new_chat_id)) from None
         except BadRequest as exc:
             text = exc.message.lower()
             if "chat not found" in text or "bot was kicked" in text:

@@ -21,7 +21,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
 
@@ -54,6 +54,7 @@ class Dispatcher:
         on_sent: Callable[[OutboxItem, Receipt], Awaitable[None]] | None = None,
         on_failed: Callable[[OutboxItem, str], Awaitable[None]] | None = None,
         on_chat_gone: Callable[[str, str, str], Awaitable[None]] | None = None,
+        on_chat_moved: Callable[[str, str, str], Awaitable[None]] | None = None,
         headroom: float = 0.97,
         max_attempts: int | None = None,
         base_backoff: float = 0.5,
@@ -69,6 +70,7 @@ class Dispatcher:
         self.on_sent = on_sent
         self.on_failed = on_failed
         self.on_chat_gone = on_chat_gone
+        self.on_chat_moved = on_chat_moved
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
@@ -92,6 +94,8 @@ class Dispatcher:
         self._failures: dict[Key, int] = {}
         self._attempts: dict[int, int] = {}
         self._gone: set[Key] = set()
+        #: Chats that changed id during this run: rows still addressed to the old id go to the new one.
+        self._moved: dict[Key, str] = {}
         self._cancelled: set[str] = set()
         self._global_next = 0.0
         self._last_id = 0
@@ -241,6 +245,9 @@ class Dispatcher:
             if item.run in self._cancelled:
                 continue  # read just before the cancel reached the database
             key = (item.adapter, item.chat)
+            if key in self._moved:
+                item = replace(item, chat=self._moved[key])
+                key = (item.adapter, item.chat)
             if key in self._gone:
                 await self._mark(item.id, "failed", error="chat unsubscribed (blocked or removed)")
                 continue
@@ -347,6 +354,9 @@ class Dispatcher:
         if exc.chat_gone:
             await self._chat_gone(item, message)
             return now
+        if exc.moved_to is not None and exc.moved_to != item.chat:
+            await self._chat_moved(item, exc.moved_to)
+            return now
         # A transient failure (5xx, network, flood control) never gives up by default:
         # the message stays in the outbox until it is sent, at most max_backoff apart.
         gave_up = self.max_attempts is not None and attempts >= self.max_attempts and exc.retry_after is None
@@ -372,6 +382,19 @@ class Dispatcher:
         self._failures[chat] = n + 1
         backoff: float = min(self.max_backoff, self.base_backoff * 2.0**n)
         return now + backoff * (0.5 + self._rng.random() / 2)
+
+    async def _chat_moved(self, item: OutboxItem, new: str) -> None:
+        """Send ``item`` and the rest of its chat's queue to the chat's new id, in order."""
+        old_key, new_key = (item.adapter, item.chat), (item.adapter, new)
+        rest = self._queues.pop(old_key, deque())
+        moved = [replace(it, chat=new) for it in (item, *rest)]
+        await self.store.move_chat(item.adapter, item.chat, new, [it.id for it in moved])
+        self._queues.setdefault(new_key, deque()).extendleft(reversed(moved))
+        self._loaded += 1  # the item was taken out of the queue to be sent; it is back
+        self._moved[old_key] = new
+        self._schedule(new_key, 0.0)
+        if self.on_chat_moved is not None:
+            await self.on_chat_moved(item.adapter, item.chat, new)
 
     async def _chat_gone(self, item: OutboxItem, message: str) -> None:
         chat = (item.adapter, item.chat)

@@ -206,6 +206,7 @@ class Bot:
                     on_sent=self._sent,
                     on_failed=self._failed,
                     on_chat_gone=self._chat_gone,
+                    on_chat_moved=self._chat_moved,
                     seed=self.options.seed,
                 )
                 self.dispatchers[lane] = d
@@ -551,6 +552,13 @@ class Bot:
 
     async def _failed(self, item: OutboxItem, error: str) -> None:
         log.error("message %s to %s on %s failed for good: %s", item.id, item.chat, item.adapter, error)
+
+    async def _chat_moved(self, name: str, old: str, new: str) -> None:
+        # The store has moved the subscription already; keep the in-memory list in step.
+        subs = self._subscribers.get(name)
+        if subs is not None and old in subs:
+            self._subscribers[name] = list(dict.fromkeys(new if c == old else c for c in subs))
+        log.info("%s: chat %s is now %s; its messages and subscription follow it", name, old, new)
 
     async def _chat_gone(self, name: str, chat: str, error: str) -> None:
         adapter = next(a for a in self.adapters if a.name == name)

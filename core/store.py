@@ -658,6 +658,17 @@ class Store:
         )
         return bool(gone)
 
+    async def move_chat(self, adapter: str, old: str, new: str, pending: Sequence[int] = ()) -> None:
+        """``old`` is now ``new`` (a group became a supergroup): move its subscription and these outbox rows."""
+        await self._batch(
+            (
+                "UPDATE OR IGNORE subscriptions SET chat = ? WHERE adapter = ? AND chat = ?",
+                [(new, adapter, old)],
+            ),
+            ("DELETE FROM subscriptions WHERE adapter = ? AND chat = ?", [(adapter, old)]),
+            ("UPDATE outbox SET chat = ? WHERE id = ?", [(new, i) for i in pending]),
+        )
+
     async def subscribers(self, adapter: str) -> list[str]:
         """Chats subscribed to ``adapter``'s broadcasts, oldest first."""
         rows = await self._read("SELECT chat FROM subscriptions WHERE adapter = ? ORDER BY created, rowid", (adapter,))

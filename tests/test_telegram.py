@@ -201,6 +201,24 @@ async def test_removal_from_a_group_unsubscribes_it(persona_dir, store):
     assert rows.fetchall() == [("-1001", "ignored: added"), ("-1001", "unsubscribed: bot removed"), ("42", "ok")]
 
 
+async def test_a_group_that_became_a_supergroup_gets_its_posts_at_the_new_id(persona_dir, store):
+    async with FakeTelegram(TOKEN) as fake:
+        bot = await running(persona_dir, store, adapter_for(fake, group_per_minute=600))
+        try:
+            await bot.subscribe("tg", ["-55", "42"])
+            fake.migrate_chat(-55, -10055)
+            for i in range(2):
+                await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key=f"m{i}")))
+            await bot.drain()
+        finally:
+            await bot.stop()
+    assert fake.texts(-10055) == ["Battery at 90%.", "Battery at 80%."]
+    assert fake.texts(42) == ["Battery at 90%.", "Battery at 80%."]
+    assert sorted(await store.subscribers("tg")) == ["-10055", "42"]
+    rows = sqlite3.connect(store.path).execute("SELECT chat, status FROM outbox ORDER BY id").fetchall()
+    assert sorted(rows) == [("-10055", "sent")] * 2 + [("42", "sent")] * 2
+
+
 async def test_broadcast_to_500_chats_runs_near_the_limit_without_429(persona_dir, store):
     # Telegram's 30/s scaled ×5 so the test runs fast; the fake server shares this process's CPU.
     limit = 150
