@@ -354,7 +354,10 @@ class Engine:
         return out
 
     def _event_context(self, persona: Persona, event: Event) -> dict[str, Any]:
-        now = self.clock.now()
+        # A reaction happens at its event's time, not whenever the clock is read: at
+        # --speed 2,200,000 one millisecond of lateness is 37 mission minutes, which
+        # made printed times and "days since" differ from run to run.
+        now = event.at
         ctx: dict[str, Any] = {
             "state": self.state(persona.id),
             "persona": _persona_view(persona),

@@ -61,6 +61,16 @@ def test_replay_transcript_is_deterministic_byte_for_byte(persona_dir, timeline,
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["a.db", "b.db"]
 
 
+def test_a_paced_replay_prints_the_same_transcript_as_max(persona_dir, timeline):
+    # 40 events a mission minute apart at 600,000x: 0.1 ms of real time each. A reaction used
+    # to read the clock when it ran, so a millisecond late was ten mission minutes off.
+    base = ["replay", str(timeline), "--personas", str(persona_dir), "--dry-run", "--seed", "7"]
+    paced = personae(*base, "--speed", "600000")
+    fast = personae(*base, "--speed", "max")
+    assert paced.returncode == 0, paced.stderr
+    assert paced.stdout == fast.stdout
+
+
 def test_different_seed_changes_only_random_picks(persona_dir, timeline):
     a = personae("replay", str(timeline), "--personas", str(persona_dir), "--speed", "max", "--dry-run", "--seed", "1")
     b = personae("replay", str(timeline), "--personas", str(persona_dir), "--speed", "max", "--dry-run", "--seed", "2")
