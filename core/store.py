@@ -310,6 +310,8 @@ class Store:
                 await self._db.execute_fetchall("PRAGMA journal_mode = WAL")
                 await self._db.execute_fetchall("PRAGMA synchronous = NORMAL")
                 await self._migrate(int(version))
+                # A read-only file opens and reads fine; find out now, not at the first log write.
+                await self._db.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: database schema v{version} is newer than this personae (v{SCHEMA_VERSION})"
@@ -350,13 +352,19 @@ class Store:
         if self._db is None:
             return
         self._closing = True
-        if self._writer is not None:
-            self._wake.set()
-            await asyncio.shield(self._writer)
-            self._writer = None
-        await self.flush()
-        await self._db.close()
-        self._db = None
+        try:
+            if self._writer is not None:
+                self._wake.set()
+                await asyncio.shield(self._writer)
+                self._writer = None
+            await self.flush()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{_explain(self.path, exc)}: the last log rows could not be written") from None
+        finally:
+            # Closed whatever happened: aiosqlite's worker thread would keep the process alive.
+            db, self._db = self._db, None
+            with contextlib.suppress(Exception):
+                await db.close()
 
     async def _write(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """One write statement, committed on its own (use RETURNING to learn what changed)."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_engine import T0
@@ -84,14 +89,38 @@ async def test_not_a_sqlite_file(tmp_path):
         await Store(bad).open()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write read-only files")
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Make ``path`` unwritable, for root too (root ignores file modes, not the immutable flag)."""
+    if os.geteuid() != 0:
+        path.chmod(stat.S_IRUSR)
+        yield
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file read-only for root here (chattr +i refused)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
 async def test_read_only_database_file(tmp_path):
     db = tmp_path / "ro.db"
     async with Store(db):
         pass
-    db.chmod(stat.S_IRUSR)
-    with pytest.raises(StoreError, match="read-only"):
+    with read_only(db), pytest.raises(StoreError, match="read-only"):
         await Store(db).open()
+
+
+def test_chat_on_a_read_only_database_is_one_line_and_exits(tmp_path, persona_dir):
+    db = tmp_path / "ro.db"
+    sqlite3.connect(db).close()
+    command = [sys.executable, "-m", "personae", "chat", "lander", "--personas", str(persona_dir), "--db", str(db)]
+    subprocess.run(command, input="hi\n", text=True, capture_output=True, timeout=60, check=True)  # a real log
+    with read_only(db):
+        r = subprocess.run(command, input="hi\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == f"error: {db}: database is read-only\n"
 
 
 async def test_read_only_database_opened_through_readonly_uri(tmp_path):
