@@ -110,7 +110,8 @@ class ChatSession:
             self.out.write(
                 f"Talking with {name}. Type a message, '!event NAME k=v' to raise an event, Ctrl-D to leave.\n"
             )
-        lines = read_lines(stdin, prompt="you> " if self.interactive else None, read=self.read)
+        answered = threading.Semaphore(1) if self.interactive else None
+        lines = read_lines(stdin, prompt="you> " if self.interactive else None, read=self.read, answered=answered)
         while True:
             text = await lines.get()
             if text is None:
@@ -118,21 +119,31 @@ class ChatSession:
                     self.out.write("\n")
                 return
             self.show(await self.line(text))
+            if answered is not None:
+                answered.release()
 
 
 def read_lines(
-    stdin: TextIO, *, prompt: str | None = None, read: Callable[[str], str] = input
+    stdin: TextIO,
+    *,
+    prompt: str | None = None,
+    read: Callable[[str], str] = input,
+    answered: threading.Semaphore | None = None,
 ) -> asyncio.Queue[str | None]:
     """Lines of ``stdin`` delivered to an asyncio queue by a daemon thread (``None`` at EOF).
 
     A daemon thread rather than ``to_thread``: a blocked read must not keep
-    the process alive after Ctrl-C.
+    the process alive after Ctrl-C. With ``answered``, each read (and its
+    prompt) waits until the consumer releases it, so the next prompt comes
+    after the reply to the last line, not before it.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
 
     def pump() -> None:
         while True:
+            if answered is not None:
+                answered.acquire()
             try:
                 text: str | None = read(prompt) if prompt is not None else stdin.readline()
             except (EOFError, OSError, ValueError):
