@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, PersonaeError, did_you_mean
 
 log = logging.getLogger("personae")
 
@@ -267,11 +267,11 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     timeline = load_timeline(path)
     setup = _load_setup(args.config, personas_arg=args.personas, db_arg=args.db, seed_arg=args.seed, only=args.adapter)
 
-    from .lint import cross_check
+    from .lint import unplayable
 
-    for d in cross_check(setup.personas.values(), [timeline]):
-        if d.file == timeline.file:
-            sys.stderr.write(f"{d}\n")
+    problems = unplayable(setup.personas.values(), timeline)
+    if problems:
+        raise PersonaeError(problems)
 
     store = None
     run = args.resume or new_run_id()
@@ -386,7 +386,6 @@ async def cmd_run(args: argparse.Namespace) -> int:
     """``personae run``."""
     from .clock import Clock, SystemClock, VirtualClock
     from .config import load_config
-    from .errors import PersonaeError
     from .loader import load_personas
     from .replay import Progress, live, new_run_id, replay
     from .runtime import Bot, BotOptions, Commands, watch_files
@@ -408,6 +407,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise config.error(("timelines", i, "file"), f"no such file: {path}")
         timelines.append((entry, load_timeline(path)))
+    from .lint import unplayable
+
+    problems = [d for _, t in timelines for d in unplayable(personas.values(), t)]
+    if problems:
+        raise PersonaeError(problems)
     replays = [(e, t) for e, t in timelines if e.mode == "replay"]
     lives = [(e, t) for e, t in timelines if e.mode == "live"]
     if len(replays) > 1 or (replays and lives):

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, did_you_mean, format_path
 
@@ -75,6 +75,21 @@ class TimelineEntry(_Model):
     def _positive(cls, v: float | str) -> float | str:
         if isinstance(v, float | int) and v <= 0:
             raise ValueError("speed must be positive (or 'max')")
+        return v
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError(f"{v.isoformat()} has no timezone (write it as {v.isoformat()}Z for UTC)")
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _after_from(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("from_")
+        if v is not None and start is not None and start > v:
+            raise ValueError(f"to {v.isoformat()} is before from {start.isoformat()}")
         return v
 
 

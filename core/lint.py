@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Diagnostic, PersonaeError
+from .errors import Diagnostic, PersonaeError, did_you_mean
 from .loader import compile_source, persona_files
 from .persona import Persona
 from .source import load_yaml
@@ -92,6 +92,31 @@ def _event_diag(persona: Persona, event: str, message: str, severity: str = "war
     return Diagnostic(
         persona.file, line, 3, ".".join(source_path), message, "warning" if severity == "warning" else "error"
     )
+
+
+def unplayable(personas: Iterable[Persona], timeline: Timeline) -> list[Diagnostic]:
+    """Errors that make ``timeline`` wrong to play with ``personas``: an event no loaded
+    persona handles (most often a typo), an event for a persona that is not loaded.
+
+    ``personae lint`` reports these as warnings (a timeline may be linted apart from some
+    of its personas); ``personae replay`` and ``personae run`` refuse to play them.
+    """
+    by_id = {p.id: p for p in personas}
+    handled = sorted({name for p in by_id.values() for name in p.events})
+    out: list[Diagnostic] = []
+    for e in timeline.events:
+        if e.persona and e.persona not in by_id:
+            hint = did_you_mean(e.persona, by_id) or f" (loaded: {', '.join(sorted(by_id))})"
+            where, message = "persona", f"unknown persona '{e.persona}'{hint}"
+        elif e.persona and e.name not in by_id[e.persona].events:
+            hint = did_you_mean(e.name, by_id[e.persona].events)
+            where, message = "event", f"persona '{e.persona}' has no reaction to event '{e.name}'{hint}"
+        elif e.name not in handled:
+            where, message = "event", f"no loaded persona handles event '{e.name}'{did_you_mean(e.name, handled)}"
+        else:
+            continue
+        out.append(Diagnostic(timeline.file, e.line, 5, f"events[{e.index}].{where}", message))
+    return out
 
 
 def cross_check(personas: Iterable[Persona], timelines: Iterable[Timeline]) -> list[Diagnostic]:

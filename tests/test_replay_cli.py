@@ -187,6 +187,7 @@ def test_run_at_max_speed_stops_scheduled_posts_when_the_timeline_ends(tmp_path)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "lander.yaml").write_text(
         "persona: lander\nname: Lander\nevents:\n  touchdown: {say: 'Down at {{ event.site }}.'}\n"
+        "  drain: {say: 'Drained.'}\n"
         "replies:\n  - when: {command: status}\n    say: 'Fine.'\n"
         "schedule:\n  - cron: '0 0 * * *'\n    event: tick\n    say: 'Tick {{ now.year }}.'\n"
     )
@@ -292,6 +293,16 @@ def test_default_bot_toml_runs_with_no_token(tmp_path):
             '[[timelines]]\nfile = "x.yaml"\nspeed = -5\n',
             "bot.toml:8: timelines[0].speed: speed must be positive (or 'max')",
         ),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\n'
+            '[[timelines]]\nfile = "x.yaml"\nfrom = 2015-01-01T00:00:00Z\nto = 2014-01-01T00:00:00Z\n',
+            "bot.toml:9: timelines[0].to: to 2014-01-01T00:00:00+00:00 is before from 2015-01-01T00:00:00+00:00",
+        ),
+        (
+            '[bot]\npersonas = ["P/*.yaml"]\n[[adapters]]\ntype = "console"\npersona = "lander"\n'
+            '[[timelines]]\nfile = "x.yaml"\nfrom = 2015-01-01T00:00:00\n',
+            "bot.toml:8: timelines[0].from: 2015-01-01T00:00:00 has no timezone (write it as 2015-01-01T00:00:00Z",
+        ),
     ],
 )
 def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
@@ -300,6 +311,28 @@ def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
     assert r.returncode == 1
     assert r.stderr.startswith(f"error: {message}")
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_timeline_event_nobody_handles_is_refused_before_playing(persona_dir, tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(
+        "timeline: t\nevents:\n"
+        "  - {at: 2014-11-12T10:00:00Z, event: touchdwon, data: {site: A}}\n"
+        "  - {at: 2014-11-12T11:00:00Z, event: drain, persona: landr}\n"
+    )
+    r = personae("replay", str(bad), "--personas", str(persona_dir), "--speed", "max", "--dry-run")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"{bad}:3:5: events[0].event: no loaded persona handles event 'touchdwon' (did you mean 'touchdown'?)",
+        f"{bad}:4:5: events[1].persona: unknown persona 'landr' (did you mean 'lander'?)",
+    ]
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'
+        f'[[adapters]]\ntype = "console"\npersona = "lander"\n[[timelines]]\nfile = "{bad}"\n'
+    )
+    r = personae("run", cwd=tmp_path)
+    assert r.returncode == 1 and "events[0].event: no loaded persona handles event 'touchdwon'" in r.stderr
+    assert not (tmp_path / "bot.db").exists()  # nothing half-written
 
 
 def test_replay_bad_arguments(persona_dir, timeline, tmp_path):
