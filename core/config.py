@@ -178,7 +178,7 @@ def load_config(path: str | Path) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file (create one with 'personae init', or pass --config)") from None
+        raise ConfigError(f"{p}: no such file (see README, 'Running bots: bot.toml'; or pass --config)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     return parse_config(text, p)
