@@ -6,10 +6,11 @@ of a file are reported together, never as a traceback.
 
 from __future__ import annotations
 
+import operator
 import re
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .persona import Action, Assignment, EmitAction, Persona, Scheduled
 from .router import Router, Trigger
 from .schema import PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
-from .templates import Templates, Text
+from .templates import MAX_SIZE, Templates, Text, too_large
 
 _COMMON = frozenset({"state", "persona", "now", "phrase", "days_since"})
 CONTEXT_NAMES: dict[str, frozenset[str]] = {
@@ -31,6 +32,41 @@ CONTEXT_NAMES: dict[str, frozenset[str]] = {
     "event": _COMMON | {"event"},
 }
 _SET_KEY = re.compile(r"^(chat\.)?([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "**": operator.pow,
+    "%": operator.mod,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+}
+
+
+def _oversized(expr: nodes.BinExpr) -> str | None:
+    """The operator of a constant expression that would build a huge value (the sandbox refuses it at run time)."""
+
+    def fold(node: nodes.Expr) -> Any:
+        if isinstance(node, nodes.BinExpr) and node.operator in _BINOPS:
+            left, right = fold(node.left), fold(node.right)
+            if too_large(node.operator, left, right):
+                raise _Oversized(node.operator)
+            return _BINOPS[node.operator](left, right)
+        return node.as_const()
+
+    try:
+        fold(expr)
+    except _Oversized as exc:
+        return str(exc)
+    except Exception:  # not constant, or an error the template reports when it runs
+        return None
+    return None
+
+
+class _Oversized(Exception):
+    pass
 
 
 # --------------------------------------------------------------------------- validation
@@ -209,10 +245,26 @@ class _Compiler:
                 extra = " ('match' is only set in regex replies)" if name == "match" else ""
                 self.error(path, f"undefined variable '{name}' in {where}{hint or extra}")
                 ok = False
+        unsafe = [n.attr for n in ast.find_all(nodes.Getattr) if n.attr.startswith("_")]
+        unsafe += [
+            n.arg.value
+            for n in ast.find_all(nodes.Getitem)
+            if isinstance(n.arg, nodes.Const) and isinstance(n.arg.value, str) and n.arg.value.startswith("_")
+        ]
+        unsafe += [
+            f.args[0].value
+            for f in ast.find_all(nodes.Filter)
+            if f.name == "attr" and f.args and isinstance(f.args[0], nodes.Const) and str(f.args[0].value)[:1] == "_"
+        ]
+        if unsafe:
+            # One message per template: ''.__class__.__mro__ is one escape attempt, not two.
+            self.error(path, f"unsafe attribute '{unsafe[-1]}': templates run in a sandbox")
+            ok = False
+        huge = next((op for op in map(_oversized, ast.find_all(nodes.BinExpr)) if op), None)
+        if huge:
+            self.error(path, f"'{huge}' would build a value larger than {MAX_SIZE:,} characters")
+            ok = False
         for node in ast.find_all(nodes.Getattr):
-            if node.attr.startswith("_"):
-                self.error(path, f"unsafe attribute '{node.attr}': templates run in a sandbox")
-                ok = False
             owner = node.node
             if isinstance(owner, nodes.Name) and owner.name == "state" and node.attr not in self.state_keys:
                 self.error(path, f"unknown state key '{node.attr}'{did_you_mean(node.attr, self.state_keys)}")
@@ -225,10 +277,6 @@ class _Compiler:
                 and node.attr not in self.chat_keys
             ):
                 self.error(path, f"unknown chat_state key '{node.attr}'{did_you_mean(node.attr, self.chat_keys)}")
-                ok = False
-        for item in ast.find_all(nodes.Getitem):
-            if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str) and item.arg.value.startswith("_"):
-                self.error(path, f"unsafe attribute '{item.arg.value}': templates run in a sandbox")
                 ok = False
         for call in ast.find_all(nodes.Call):
             if isinstance(call.node, nodes.Name) and call.node.name == "phrase":

@@ -6,6 +6,7 @@ never compiled, so ``{{ 7*7 }}`` typed by a user comes back literally.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -59,8 +60,46 @@ _FINALIZE: dict[Dialect, Callable[[Any], Any] | None] = {
 }
 
 
+#: The longest string or list an expression may build (a message is at most a few thousand characters).
+MAX_SIZE = 100_000
+_FORMAT_WIDTH = re.compile(r"%[-+ #0]*(\d*)(?:\.(\d+))?")
+
+
+def too_large(operator: str, left: Any, right: Any) -> bool:
+    """Whether ``left operator right`` would build a value past :data:`MAX_SIZE` (``*``, ``**``, ``%``)."""
+    if operator == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_SIZE:
+                return True
+        return False
+    if operator == "**":
+        return (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and left.bit_length() * right > 8 * MAX_SIZE
+        )
+    if operator == "%" and isinstance(left, str):
+        return any(int(n or 0) > MAX_SIZE for m in _FORMAT_WIDTH.finditer(left) for n in m.groups())
+    return False
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    """Sandboxed, strict, and immutable: templates cannot mutate what they are given."""
+    """Sandboxed, strict, and immutable: templates cannot mutate what they are given.
+
+    The sandbox guards attributes and calls; it lets ``'a' * 10**9`` allocate a
+    gigabyte (at compile time even, when Jinja folds constants). Repetition,
+    powers and ``%`` formatting are checked here, and refused past
+    :data:`MAX_SIZE`.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """``left operator right``, unless the result would be absurdly large."""
+        if too_large(operator, left, right):
+            raise SecurityError(f"'{operator}' would build a value larger than {MAX_SIZE:,} characters")
+        return super().call_binop(context, operator, left, right)
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         """A template's globals as one plain dict, not a ``ChainMap`` over the environment's.
@@ -84,6 +123,8 @@ def _make_env(dialect: Dialect) -> _Environment:
         auto_reload=False,
         cache_size=0,
     )
+    # lipsum() draws from an unseeded random generator: a replay would not be repeatable.
+    env.globals.pop("lipsum", None)
     return env
 
 
@@ -170,6 +211,7 @@ class Text:
 
 __all__ = [
     "DIALECTS",
+    "MAX_SIZE",
     "Dialect",
     "TemplateRenderError",
     "TemplateSyntaxError",
@@ -177,4 +219,5 @@ __all__ = [
     "Text",
     "days_since",
     "escape_markdown",
+    "too_large",
 ]

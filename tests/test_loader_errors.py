@@ -93,9 +93,32 @@ def test_unknown_set_key(write):
 
 def test_sandbox_escape_attempt_is_rejected_at_load(write):
     p = write("p.yaml", BASE + "fallback:\n  say: \"{{ ''.__class__.__mro__ }}\"\n")
-    msgs = errors_of(p)
-    assert msgs and all("unsafe attribute" in m for m in msgs)
-    assert msgs[0].startswith(f"{p}:4:8:")
+    assert errors_of(p) == [f"{p}:4:8: fallback.say: unsafe attribute '__class__': templates run in a sandbox"]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ state|attr('__class__') }}", "unsafe attribute '__class__': templates run in a sandbox"),
+        ("{{ state['__class__'] }}", "unsafe attribute '__class__': templates run in a sandbox"),
+        ("{{ ('a' * 10**9)|length }}", "'*' would build a value larger than 100,000 characters"),
+        ("{{ 7 ** 9999999 }}", "'**' would build a value larger than 100,000 characters"),
+        ("{{ '%0999999d' % 1 }}", "'%' would build a value larger than 100,000 characters"),
+        ("{{ lipsum() }}", "undefined variable 'lipsum' in a reply"),  # unseeded randomness
+    ],
+)
+def test_templates_that_would_escape_or_exhaust_are_rejected_at_load(write, template, message):
+    p = write("p.yaml", BASE + f'replies:\n  - when: {{command: x}}\n    say: "{template}"\n')
+    assert errors_of(p) == [f"{p}:5:10: replies[0].say: {message}"]
+
+
+def test_a_huge_value_built_from_data_is_refused_when_rendered():
+    from personae.templates import TemplateRenderError, Templates
+
+    text = Templates().text("{{ message.text * state.n }}")
+    assert text.render({"message": {"text": "ab"}, "state": {"n": 3}}) == "ababab"
+    with pytest.raises(TemplateRenderError, match="larger than 100,000 characters"):
+        text.render({"message": {"text": "ab"}, "state": {"n": 10**8}})
 
 
 def test_unknown_phrase_bank(write):
