@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--persona", metavar="ID", help="only this persona")
     log.add_argument("--direction", choices=["in", "out", "event"], help="only this direction")
     log.add_argument("--since", metavar="ISO", help="only rows at or after this UTC time, e.g. 2026-11-24T10:00")
-    log.add_argument("--limit", type=int, default=50, metavar="N", help="last N rows (default: 50; 0 = all)")
+    log.add_argument("--limit", type=_count, default=50, metavar="N", help="last N rows (default: 50; 0 = all)")
     log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
     from .commands import add_runtime_commands
@@ -94,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
 #: can wait seconds for its turn and the log and outbox fall behind. A shorter
 #: interval lets the waiting thread force its turn. bench/ uses the same value.
 SWITCH_INTERVAL = 0.0002
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more (for argparse)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative")
+    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +260,8 @@ async def cmd_log(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         table = Table(show_lines=False, header_style="bold")
-        for col in ("ts", "dir", "persona", "platform", "chat", "user", "text", "rule", "ms"):
+        cols = ("ts", "dir", "persona", "platform", "chat", "user", "event", "text", "rule", "status", "ms")
+        for col in cols:
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(
@@ -259,8 +271,10 @@ async def cmd_log(args: argparse.Namespace) -> int:
                 r["platform"] or "",
                 r["chat"] or "",
                 r["user_name"] or r["user"] or "",
-                r["text"] or (r["event"] or ""),
+                r["event"] or "",
+                r["text"] or "",
                 Path(r["rule"]).name if r["rule"] else "",
+                "" if r["status"] in (None, "ok") else r["status"],
                 "" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}",
             )
         # Piped output keeps whole lines rather than wrapping at 80 columns.

@@ -171,6 +171,11 @@ def test_log_formats(persona_dir, tmp_path):
     assert lines[0].startswith("id,ts,direction") and len(lines) == 2
     r = personae("log", "--db", str(db))
     assert r.returncode == 0 and "Phase cruise" in r.stdout
+    personae("chat", "lander", "--personas", str(persona_dir), "--db", str(db), stdin="!event touchdown\n")
+    table = personae("log", "--db", str(db), "--limit", "2").stdout
+    assert "touchdown" in table and "error: undefined" in table  # the event, and why its reaction failed
+    r = personae("log", "--db", str(db), "--limit", "-3")
+    assert r.returncode == 2 and "--limit: -3 is negative" in r.stderr
 
 
 def test_log_on_missing_db(tmp_path):
