@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import random
 import time
 from collections import deque
@@ -26,6 +27,8 @@ from dataclasses import dataclass, replace
 from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
 
 from .store import OutboxItem, Store
+
+log = logging.getLogger("personae.dispatcher")
 
 Redact = Callable[[str], str]
 Key = tuple[str, str]  # (adapter name, chat)
@@ -105,7 +108,7 @@ class Dispatcher:
         self._rng = random.Random(seed)
         self._more_in_db = True
         self._generation = 0
-        self._marks: list[tuple[tuple[int, str, str | None, str | None], asyncio.Future[None]]] = []
+        self._marks: list[tuple[tuple[int, str, str | None, str | None], asyncio.Future[None] | None]] = []
         self._committer: asyncio.Task[None] | None = None
 
     # -- public
@@ -214,11 +217,12 @@ class Dispatcher:
         commit), so concurrency buys throughput without weakening the rule
         that a send's outcome is on disk before that slot sends again.
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # An idempotent adapter (a repeat is harmless) need not wait for the disk.
+        future = None if self._idempotent else asyncio.get_running_loop().create_future()
         self._marks.append(((item_id, status, error, receipt), future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_marks())
-        if not self._idempotent:
+        if future is not None:
             await future
 
     async def _commit_marks(self) -> None:
@@ -227,12 +231,15 @@ class Dispatcher:
             try:
                 await self.store.outbox_mark_many([outcome for outcome, _ in batch])
             except Exception as exc:
+                if any(future is None for _, future in batch):
+                    # Those rows stay pending on disk: sent again after a restart, harmlessly.
+                    log.error("could not record %d delivery outcome(s): %s", len(batch), exc)
                 for _, future in batch:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_exception(exc)
             else:
                 for _, future in batch:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_result(None)
 
     async def _load(self) -> None:
