@@ -30,6 +30,10 @@ from .store import OutboxItem, Store
 
 log = logging.getLogger("personae.dispatcher")
 
+#: Attempts at a message whose send raised something the adapter did not map to a
+#: :class:`DeliveryError` (a bug, most likely) before it is marked failed.
+UNEXPECTED_ATTEMPTS = 12
+
 Redact = Callable[[str], str]
 Key = tuple[str, str]  # (adapter name, chat)
 
@@ -84,6 +88,7 @@ class Dispatcher:
         #: step by step with each message sent.
         self._full_rate = (lim.global_rate or 0.0) * headroom
         self._rate = self._full_rate
+        self._throttled_until = 0.0
         self._global_interval = 1 / self._full_rate if self._full_rate else 0.0
         self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
         self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
@@ -339,8 +344,8 @@ class Dispatcher:
             return await self._failed(item, exc)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # an adapter bug or an unexpected library error: retry
-            return await self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # an adapter bug or an unexpected library error: retry, a bounded number of times
+            return await self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}"), unexpected=True)
         self._failures.pop(key, None)
         self._attempts.pop(item.id, None)
         if self._rate < self._full_rate:
@@ -352,7 +357,7 @@ class Dispatcher:
             await self.on_sent(item, receipt)
         return time.monotonic() + gap if gap else 0.0
 
-    async def _failed(self, item: OutboxItem, exc: DeliveryError) -> float:
+    async def _failed(self, item: OutboxItem, exc: DeliveryError, *, unexpected: bool = False) -> float:
         chat = (item.adapter, item.chat)
         message = self.redact(str(exc))
         attempts = self._attempts.get(item.id, item.attempts) + 1
@@ -366,7 +371,10 @@ class Dispatcher:
             return now
         # A transient failure (5xx, network, flood control) never gives up by default:
         # the message stays in the outbox until it is sent, at most max_backoff apart.
-        gave_up = self.max_attempts is not None and attempts >= self.max_attempts and exc.retry_after is None
+        # An exception the adapter did not map is likely a bug that will repeat: it must not
+        # block its chat (and drained()) for ever.
+        limit = self.max_attempts if self.max_attempts is not None else (UNEXPECTED_ATTEMPTS if unexpected else None)
+        gave_up = limit is not None and attempts >= limit and exc.retry_after is None
         if exc.permanent or gave_up or item.run in self._cancelled:
             self.stats.failed += 1
             await self._mark(item.id, "failed", error=message)
@@ -383,7 +391,10 @@ class Dispatcher:
             wait = exc.retry_after
             if exc.scope == "global":
                 self._global_next = max(self._global_next, now + wait)
-                self._pace(max(self._full_rate / 16, self._rate / 2))
+                if now >= self._throttled_until:
+                    # Once per episode: the other sends in flight meet the same 429.
+                    self._pace(max(self._full_rate / 16, self._rate / 2))
+                    self._throttled_until = now + wait
             return now + wait
         n = self._failures.get(chat, 0)
         self._failures[chat] = n + 1
@@ -395,13 +406,17 @@ class Dispatcher:
         old_key, new_key = (item.adapter, item.chat), (item.adapter, new)
         rest = self._queues.pop(old_key, deque())
         moved = [replace(it, chat=new) for it in (item, *rest)]
-        await self.store.move_chat(item.adapter, item.chat, new, [it.id for it in moved])
+        # In memory first, with no await in between: nothing can be lost or counted twice.
         self._queues.setdefault(new_key, deque()).extendleft(reversed(moved))
         self._loaded += 1  # the item was taken out of the queue to be sent; it is back
         self._moved[old_key] = new
         self._schedule(new_key, 0.0)
-        if self.on_chat_moved is not None:
-            await self.on_chat_moved(item.adapter, item.chat, new)
+        try:
+            await self.store.move_chat(item.adapter, item.chat, new, [it.id for it in moved])
+            if self.on_chat_moved is not None:
+                await self.on_chat_moved(item.adapter, item.chat, new)
+        except Exception as exc:  # the rows keep the old id on disk; this run sends them to the new one
+            log.error("could not record that chat %s is now %s: %s", item.chat, new, exc)
 
     async def _chat_gone(self, item: OutboxItem, message: str) -> None:
         chat = (item.adapter, item.chat)

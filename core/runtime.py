@@ -221,7 +221,8 @@ class Bot:
             self.start_schedules()
 
     def start_schedules(self, after: datetime | None = None) -> None:
-        """Put every persona's cron entries on the scheduler."""
+        """Put every persona's cron entries on the scheduler (again: the previous ones are taken off)."""
+        self.stop_schedules()
         self._schedules_on = True
         for persona in self.engine.personas.values():
             for i in range(len(persona.schedule)):
@@ -293,14 +294,14 @@ class Bot:
     async def on_message(self, incoming: Incoming) -> None:
         """Handle one user message from an adapter: built-in commands, then the persona."""
         incoming = incoming.cleaned()
-        if incoming.adapter is not None:
-            for dispatcher in self.dispatchers.values():
-                dispatcher.welcome_back(incoming.adapter, incoming.chat.id)
         if incoming.kind == "removed" and incoming.adapter is not None:
             # Removed from a group, or blocked: no more broadcasts there (writing again re-enables replies).
             gone = await self.unsubscribe(incoming.adapter, incoming.chat.id)
             self._log_in(incoming, "unsubscribed: bot removed" if gone else "ignored: removed")
             return
+        if incoming.adapter is not None:
+            for dispatcher in self.dispatchers.values():
+                dispatcher.welcome_back(incoming.adapter, incoming.chat.id)
         if incoming.kind != "text":
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return

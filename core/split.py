@@ -14,6 +14,7 @@ refuse the message, and the message would be lost).
 
 from __future__ import annotations
 
+import html
 import re
 from typing import NamedTuple
 
@@ -51,7 +52,8 @@ def split_message(text: str, limit: int, dialect: Dialect = "plain") -> list[str
     stack: list[tuple[str, str]] = []  # open HTML tags: (name, the opening tag as written)
     start, n = 0, len(atoms)
     while start < n:
-        while start < n and atoms[start].text.isspace():
+        # Blank lines at a cut go; a line's indentation stays (code in <pre>, poems).
+        while start < n and atoms[start].text in ("\n", "\r"):
             start += 1
         if start >= n:
             break
@@ -79,7 +81,8 @@ def _atoms(text: str, dialect: Dialect) -> list[_Atom]:
             atoms.extend(_Atom(c, 2 if ord(c) > 0xFFFF else 1, False) for c in text[pos : m.start()])
             token = m.group()
             is_tag = token[0] == "<"
-            atoms.append(_Atom(token, 0 if is_tag else 1, is_tag))
+            # An entity counts as the character it stands for (&#128512; is an emoji: two units).
+            atoms.append(_Atom(token, 0 if is_tag else units(html.unescape(token)), is_tag))
             pos = m.end()
     atoms.extend(_Atom(c, 2 if ord(c) > 0xFFFF else 1, False) for c in text[pos:])
     return atoms

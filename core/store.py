@@ -250,6 +250,14 @@ _LOG_COLS = (
 _OUTBOX_COLS = "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts"
 
 
+def _outbox_row(item: Mapping[str, Any]) -> tuple[Any, ...]:
+    missing = [f for f in ("key", "persona", "adapter", "chat", "text") if item.get(f) is None]
+    if missing:
+        # The columns are NOT NULL and the insert is OR IGNORE: the row would vanish silently.
+        raise ValueError(f"outbox row without {', '.join(missing)}: {dict(item)!r}")
+    return tuple(item.get(f) for f in _OUTBOX_FIELDS)
+
+
 def _by_id(item: OutboxItem) -> int:
     return item.id
 
@@ -587,7 +595,7 @@ class Store:
         """
         if not items:
             return
-        rows = [i if isinstance(i, tuple) else tuple(i.get(f) for f in _OUTBOX_FIELDS) for i in items]
+        rows = [i if isinstance(i, tuple) else _outbox_row(i) for i in items]
         await self._write(_OUTBOX_ADD_SQL, (utcnow(), _json(rows)))
 
     async def outbox_pending(

@@ -62,14 +62,20 @@ _FINALIZE: dict[Dialect, Callable[[Any], Any] | None] = {
 
 #: The longest string or list an expression may build (a message is at most a few thousand characters).
 MAX_SIZE = 100_000
-_FORMAT_WIDTH = re.compile(r"%[-+ #0]*(\d*)(?:\.(\d+))?")
+_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?([diouxXeEfFgGcrsa%])")
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    return sum(len(x) if isinstance(x, str) else 1 for x in value)
 
 
 def too_large(operator: str, left: Any, right: Any) -> bool:
     """Whether ``left operator right`` would build a value past :data:`MAX_SIZE` (``*``, ``**``, ``%``)."""
     if operator == "*":
         for seq, n in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_SIZE:
+            if isinstance(seq, str | list | tuple) and isinstance(n, int) and _size(seq) * n > MAX_SIZE:
                 return True
         return False
     if operator == "**":
@@ -80,7 +86,15 @@ def too_large(operator: str, left: Any, right: Any) -> bool:
             and left.bit_length() * right > 8 * MAX_SIZE
         )
     if operator == "%" and isinstance(left, str):
-        return any(int(n or 0) > MAX_SIZE for m in _FORMAT_WIDTH.finditer(left) for n in m.groups())
+        args = right if isinstance(right, tuple) else (right,)
+        for m in _FORMAT_SPEC.finditer(left):
+            if m.group(3) == "%":
+                continue  # a literal percent sign
+            for n in m.group(1, 2):
+                if n == "*" and any(isinstance(a, int) and abs(a) > MAX_SIZE for a in args):
+                    return True
+                if n and n != "*" and int(n) > MAX_SIZE:
+                    return True
     return False
 
 

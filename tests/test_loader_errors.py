@@ -119,6 +119,13 @@ def test_a_huge_value_built_from_data_is_refused_when_rendered():
     assert text.render({"message": {"text": "ab"}, "state": {"n": 3}}) == "ababab"
     with pytest.raises(TemplateRenderError, match="larger than 100,000 characters"):
         text.render({"message": {"text": "ab"}, "state": {"n": 10**8}})
+    templates = Templates()
+    for source, ctx in [("{{ '%*d' % (n, 1) }}", {"n": 10**6}), ("{{ (['a' * 1000] * n)|join }}", {"n": 1000})]:
+        with pytest.raises(TemplateRenderError, match="larger than 100,000 characters"):
+            templates.text(source).render(ctx)
+    # Ordinary arithmetic and formatting are untouched (a '%%' or a dash in prose is no width).
+    assert templates.text("{{ '%d%% - 250000 km to go' % p }}").render({"p": 5}) == "5% - 250000 km to go"
+    assert templates.text("{{ '%5.2f' % x }} {{ x * 2 }}").render({"x": 3.14159}) == " 3.14 6.28318"
 
 
 def test_unknown_phrase_bank(write):

@@ -136,6 +136,20 @@ async def test_a_long_outage_loses_nothing(persona_dir, store):
     assert row == ("sent", 41)
 
 
+async def test_an_adapter_bug_does_not_block_its_chat_for_ever(persona_dir, store):
+    # An exception the adapter does not map to DeliveryError: retried a bounded number of times.
+    bot, tg = await make_bot(persona_dir, store, failures={"100": [ValueError("poison")] * 50})
+    bot.dispatchers["tg"].base_backoff = bot.dispatchers["tg"].max_backoff = 0.001
+    try:
+        await bot.on_message(incoming("/status"))
+        await asyncio.wait_for(bot.drain(), 10)
+    finally:
+        await bot.stop()
+    assert tg.attempts["100"] == 12 and tg.sent == []
+    row = sqlite3.connect(store.path).execute("SELECT status, last_error FROM outbox").fetchone()
+    assert row == ("failed", "ValueError: poison")
+
+
 async def test_blocked_chat_is_unsubscribed_once_without_retry_storm(persona_dir, store):
     gone = DeliveryError("Forbidden: bot was blocked by the user", chat_gone=True)
     bot, tg = await make_bot(persona_dir, store, failures={"300": [gone]})

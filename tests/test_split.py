@@ -139,3 +139,14 @@ def test_html_pieces_are_valid_fit_and_lose_nothing(text, limit):
 def test_limit_must_fit_one_emoji():
     with pytest.raises(ValueError):
         split_message("abc", 1)
+
+
+def test_an_entity_counts_as_the_character_it_stands_for():
+    pieces = split_message("&#128512;" * 30, 20, "html")  # an emoji: two units each
+    assert all(units(html.unescape(p)) <= 20 for p in pieces) and "".join(pieces) == "&#128512;" * 30
+
+
+def test_indentation_survives_a_cut():
+    code = "<pre>" + "".join(f"    line{i:02d}\n" for i in range(10)) + "</pre>"
+    pieces = split_message(code, 40, "html")
+    assert len(pieces) > 1 and all(p.startswith("<pre>    line") for p in pieces)
