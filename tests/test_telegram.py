@@ -51,6 +51,17 @@ async def running(persona_dir, store, adapter):
     return bot
 
 
+async def broadcast_once(persona_dir, store, adapter, chats):
+    """Start a bot on ``adapter``, broadcast one event to ``chats``, wait until delivered, stop."""
+    bot = await running(persona_dir, store, adapter)
+    try:
+        await bot.subscribe("tg", chats)
+        await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key="broadcast")))
+        await bot.drain()
+    finally:
+        await bot.stop()
+
+
 async def test_status_in_a_private_chat_is_answered_as_a_reply(persona_dir, store):
     async with FakeTelegram(TOKEN) as fake:
         bot = await running(persona_dir, store, adapter_for(fake))
@@ -222,16 +233,10 @@ async def test_a_group_that_became_a_supergroup_gets_its_posts_at_the_new_id(per
 async def test_broadcast_to_500_chats_runs_near_the_limit_without_429(persona_dir, store):
     # Telegram's 30/s scaled ×5 so the test runs fast; the fake server shares this process's CPU.
     limit = 150
+    chats = [str(10_000 + i) for i in range(500)]
     async with FakeTelegram(TOKEN, global_rate=limit, per_chat_rate=1) as fake:
         adapter = adapter_for(fake, global_rate=limit, per_chat_rate=1, concurrency=16)
-        bot = await running(persona_dir, store, adapter)
-        chats = [str(10_000 + i) for i in range(500)]
-        try:
-            await bot.subscribe("tg", chats)
-            await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key="broadcast")))
-            await bot.drain()
-        finally:
-            await bot.stop()
+        await broadcast_once(persona_dir, store, adapter, chats)
     assert fake.count_429 == 0
     assert sorted(str(m.chat_id) for m in fake.sent) == sorted(chats)
     times = [m.time for m in fake.sent]
@@ -242,16 +247,9 @@ async def test_broadcast_to_500_chats_runs_near_the_limit_without_429(persona_di
 async def test_a_limit_lower_than_configured_slows_the_whole_bot_down(persona_dir, store):
     # Another process shares the token, or the limit is lower than bot.toml says: the server
     # allows 100/s, the adapter is told 200/s. A 429 pauses every chat and halves the pace.
+    chats = [str(30_000 + i) for i in range(300)]
     async with FakeTelegram(TOKEN, global_rate=100) as fake:
-        adapter = adapter_for(fake, global_rate=200, concurrency=16)
-        bot = await running(persona_dir, store, adapter)
-        chats = [str(30_000 + i) for i in range(300)]
-        try:
-            await bot.subscribe("tg", chats)
-            await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key="broadcast")))
-            await bot.drain()
-        finally:
-            await bot.stop()
+        await broadcast_once(persona_dir, store, adapter_for(fake, global_rate=200, concurrency=16), chats)
     assert sorted(str(m.chat_id) for m in fake.sent) == sorted(chats)  # every one, once
     # Without the bot-wide pause each chat ran into the limit on its own: 190 429s for 300 messages.
     assert 0 < fake.count_429 <= 10, fake.count_429
