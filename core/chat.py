@@ -71,14 +71,14 @@ class ChatSession:
         text = text.rstrip("\r\n")
         if not text.strip():
             return []
-        before = self.engine.problem_count
-        try:
-            return await self._answer(text)
-        finally:
-            # A template that fails at run time is logged, not fatal; an author trying
-            # the persona out needs to see why it said nothing.
-            for p in self.engine.problems_since(before):
-                sys.stderr.write(f"{p.where}: error: {p.message}\n")
+        with self.engine.problems_of() as problems:
+            try:
+                return await self._answer(text)
+            finally:
+                # A template that fails at run time is logged, not fatal; an author trying
+                # the persona out needs to see why it said nothing.
+                for p in problems:
+                    sys.stderr.write(f"{p.where}: error: {p.message}\n")
 
     async def _answer(self, text: str) -> list[Outgoing]:
         if text.startswith("!event"):

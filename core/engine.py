@@ -6,10 +6,12 @@ It does no I/O of its own besides queueing log rows and state changes in the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -37,6 +39,9 @@ class Problem:
     where: str
     message: str
 
+
+#: Where :meth:`Engine.problems_of` collects, in the current task's context.
+_COLLECTING: ContextVar[list[Problem] | None] = ContextVar("personae_problems", default=None)
 
 _COERCE: dict[type, Callable[[str], Any]] = {
     bool: lambda s: s.strip().lower() in ("1", "true", "yes", "on"),
@@ -85,8 +90,6 @@ class Engine:
         self.run = run
         #: The latest runtime problems (at most 100), newest last.
         self.problems: list[Problem] = []
-        #: How many problems there have been in all.
-        self.problem_count = 0
         #: Whether ``set:`` changes are saved to the store (replays keep their own state).
         self.persist_state = True
         #: Log nothing that happens before this mission time (a resumed replay re-runs its past).
@@ -132,10 +135,19 @@ class Engine:
             st = self._chat_state[key] = dict(self.personas[persona].chat_state)
         return st
 
-    def problems_since(self, count: int) -> list[Problem]:
-        """Problems recorded since :attr:`problem_count` was ``count`` (at most the latest 100)."""
-        new = self.problem_count - count
-        return self.problems[-new:] if new > 0 else []
+    @contextlib.contextmanager
+    def problems_of(self) -> Iterator[list[Problem]]:
+        """Collect the problems of what this task runs inside the block.
+
+        A context variable, so a reaction failing meanwhile in another task
+        (another user's message) is not blamed on this one.
+        """
+        found: list[Problem] = []
+        token = _COLLECTING.set(found)
+        try:
+            yield found
+        finally:
+            _COLLECTING.reset(token)
 
     def reacts_to(self, event: str) -> list[str]:
         """Ids of the personas with a reaction to ``event``."""
@@ -492,8 +504,11 @@ class Engine:
         self.store.log(LogRow(direction, run=self.run, mission_time=at, **fields))
 
     def _problem(self, persona: Persona, action: Action, message: str, *, incoming: Incoming | None = None) -> None:
-        self.problem_count += 1
-        self.problems.append(Problem(persona.id, action.where, message))
+        problem = Problem(persona.id, action.where, message)
+        self.problems.append(problem)
+        collecting = _COLLECTING.get()
+        if collecting is not None:
+            collecting.append(problem)
         del self.problems[:-100]
         self._log(
             "out",

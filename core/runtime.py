@@ -369,9 +369,8 @@ class Bot:
                     event = parse_event_line(f"!event {cmd.args}", self.clock.now())
                 except ValueError as exc:
                     return reply(f"Usage: /{names.emit} EVENT key=value … ({exc})")
-                before = self.engine.problem_count
-                await self.deliver(await self.engine.dispatch(event))
-                failed = self.engine.problems_since(before)
+                with self.engine.problems_of() as failed:
+                    await self.deliver(await self.engine.dispatch(event))
                 if failed:
                     why = "; ".join(f"{p.persona} ({Path(p.where).name}): {p.message}" for p in failed[:3])
                     return reply(f"Event '{event.name}' raised, but {len(failed)} reaction(s) failed: {why}")

@@ -148,3 +148,21 @@ async def test_render_error_is_logged_not_raised():
 
 def test_lander_fixture_is_valid():
     assert parse_persona(LANDER).id == "lander"
+
+
+async def test_problems_of_collects_this_tasks_problems_only(engine):
+    import asyncio
+
+    go = asyncio.Event()
+
+    async def someone_else() -> None:  # another user's failing reaction, meanwhile
+        await go.wait()
+        await engine.dispatch(Event("touchdown", T0, {}, persona="lander"))  # no site: fails
+
+    other = asyncio.create_task(someone_else())
+    with engine.problems_of() as mine:
+        await engine.dispatch(Event("touchdown", T0, {"sight": "typo"}, persona="lander"))
+        go.set()
+        await other
+    assert len(mine) == 1 and "site" in mine[0].message
+    assert len(engine.problems) == 2
