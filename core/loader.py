@@ -23,7 +23,7 @@ from .persona import Action, Assignment, EmitAction, Persona, Scheduled
 from .router import Router, Trigger
 from .schema import PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
-from .templates import MAX_SIZE, Templates, Text, too_large
+from .templates import Templates, Text, too_large, too_large_message
 
 _COMMON = frozenset({"state", "persona", "now", "phrase", "days_since"})
 CONTEXT_NAMES: dict[str, frozenset[str]] = {
@@ -212,7 +212,7 @@ class _Compiler:
             ast = self.tpl.parse(source)
             if not self._check_ast(ast, path, context):
                 return None
-            return self.tpl.text(source)
+            return self.tpl.text(source, ast)
         except TemplateSyntaxError as exc:
             # An assertion error is a compile-time check (unknown filter or test).
             kind = "template error" if isinstance(exc, TemplateAssertionError) else "template syntax error"
@@ -262,7 +262,7 @@ class _Compiler:
             ok = False
         huge = next((op for op in map(_oversized, ast.find_all(nodes.BinExpr)) if op), None)
         if huge:
-            self.error(path, f"'{huge}' would build a value larger than {MAX_SIZE:,} characters")
+            self.error(path, too_large_message(huge))
             ok = False
         for node in ast.find_all(nodes.Getattr):
             owner = node.node

@@ -98,6 +98,11 @@ def too_large(operator: str, left: Any, right: Any) -> bool:
     return False
 
 
+def too_large_message(operator: str) -> str:
+    """What is said when :func:`too_large` refuses ``operator`` (at load or at render)."""
+    return f"'{operator}' would build a value larger than {MAX_SIZE:,} characters"
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """Sandboxed, strict, and immutable: templates cannot mutate what they are given.
 
@@ -112,7 +117,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """``left operator right``, unless the result would be absurdly large."""
         if too_large(operator, left, right):
-            raise SecurityError(f"'{operator}' would build a value larger than {MAX_SIZE:,} characters")
+            raise SecurityError(too_large_message(operator))
         return super().call_binop(context, operator, left, right)
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
@@ -159,9 +164,12 @@ class Templates:
         """Parse (for linting); raises ``TemplateSyntaxError``."""
         return self.env().parse(source)
 
-    def text(self, source: str) -> Text:
-        """A compiled text template (syntax-checked now, compiled per dialect lazily)."""
-        return Text(source, self)
+    def text(self, source: str, tree: nodes.Template | None = None) -> Text:
+        """A compiled text template (syntax-checked now, compiled per dialect lazily).
+
+        ``tree`` is ``source`` already parsed (the loader parses to lint), so it is not parsed again.
+        """
+        return Text(source, self, tree)
 
     def expression(self, source: str) -> Callable[..., Any]:
         """A compiled boolean/value expression for ``if:`` conditions."""
@@ -177,14 +185,16 @@ class Text:
 
     __slots__ = ("_compiled", "_plan", "_templates", "_text", "constant", "source")
 
-    def __init__(self, source: str, templates: Templates) -> None:
+    def __init__(self, source: str, templates: Templates, tree: nodes.Template | None = None) -> None:
         self.source = source
         self._templates = templates
         self.constant = "{" not in source
         self._compiled: dict[Dialect, Any] = {}
         self._plan: Plan | None = None
         env = templates.env("plain")
-        plan = Plan.compile(env.parse(source))
+        if tree is None:
+            tree = env.parse(source)
+        plan = Plan.compile(tree)
         if self.constant:
             # The text as Jinja's lexer leaves it (a trailing newline dropped, CRLF as
             # LF), as for text with a {{ }}; parsed, never compiled: replies are many.
@@ -193,7 +203,7 @@ class Text:
         else:
             self._text = ""
             self._plan = plan
-            self._compiled["plain"] = env.from_string(source)
+            self._compiled["plain"] = env.from_string(tree)  # compiled from the tree: no third parse
 
     def render(self, context: Mapping[str, Any], dialect: Dialect = "plain") -> str:
         """Render with ``context``; raise :class:`TemplateRenderError` on failure."""
@@ -234,4 +244,5 @@ __all__ = [
     "days_since",
     "escape_markdown",
     "too_large",
+    "too_large_message",
 ]
