@@ -1,6 +1,6 @@
 """The adapter contract: a small class per platform.
 
-An adapter turns platform updates into :class:`~personae.messages.Incoming`
+An adapter turns platform updates into :class:`~personae.engine.messages.Incoming`
 values for the runtime, and delivers :class:`Delivery` values, raising
 :class:`DeliveryError` with enough detail for the dispatcher to retry, wait
 or give up. Flow control and retries live in the dispatcher, not here.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from personae.messages import Incoming
+    from personae.engine.messages import Incoming
 
 Dialect = Literal["plain", "html", "markdown"]
 

@@ -53,8 +53,8 @@ class ConsoleAdapter(Adapter):
             self._reader = asyncio.create_task(self._read(on_message), name=f"console-input-{self.name}")
 
     async def _read(self, on_message: IncomingHandler) -> None:
-        from personae.chat import read_lines
-        from personae.messages import Chat, Incoming, User
+        from personae.app.chat import read_lines
+        from personae.engine.messages import Chat, Incoming, User
 
         interactive = self.stdin.isatty()
         lines = read_lines(self.stdin, prompt="" if interactive else None)

@@ -169,7 +169,7 @@ class DiscordAdapter(Adapter):
 
     def to_incoming(self, message: discord.Message) -> Any:
         """The Incoming for ``message``, or ``None`` for the bot's own and other bots' messages."""
-        from personae.messages import Chat, Incoming, User
+        from personae.engine.messages import Chat, Incoming, User
 
         me = self.client.user
         if message.author.bot or (me is not None and message.author.id == me.id):

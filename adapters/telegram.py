@@ -259,7 +259,7 @@ class TelegramAdapter(Adapter):
 
     def to_incoming(self, update: Update) -> Any:
         """Map an update to an :class:`Incoming` (non-text updates get a ``kind`` and are logged, not answered)."""
-        from personae.messages import Chat, Incoming, User
+        from personae.engine.messages import Chat, Incoming, User
 
         member = update.my_chat_member
         if member is not None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from personae.cli import SWITCH_INTERVAL
+from personae.app.cli import SWITCH_INTERVAL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -88,9 +88,9 @@ class Server:
 
 async def broadcast(adapter: Any, chats: list[str], db: Path) -> tuple[int, float]:
     from personae import Event
-    from personae.loader import parse_persona
-    from personae.runtime import Bot, BotOptions
-    from personae.store import Store
+    from personae.app.runtime import Bot, BotOptions
+    from personae.language.loader import parse_persona
+    from personae.storage.store import Store
 
     done: list[float] = []
     original = adapter.send

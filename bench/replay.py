@@ -21,13 +21,13 @@ from pathlib import Path
 
 from personae.adapters.base import AdapterConfig
 from personae.adapters.null import NullAdapter
-from personae.cli import SWITCH_INTERVAL
-from personae.clock import VirtualClock
-from personae.loader import parse_persona
-from personae.replay import replay
-from personae.runtime import Bot, BotOptions
-from personae.store import Store
-from personae.timeline import Timeline, TimelineEvent
+from personae.app.cli import SWITCH_INTERVAL
+from personae.app.replay import replay
+from personae.app.runtime import Bot, BotOptions
+from personae.language.loader import parse_persona
+from personae.storage.store import Store
+from personae.timing.clock import VirtualClock
+from personae.timing.timeline import Timeline, TimelineEvent
 
 LANDER = """\
 persona: lander

@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from personae.cli import SWITCH_INTERVAL
-from personae.engine import Engine
-from personae.loader import parse_persona
-from personae.messages import Chat, Incoming, User
-from personae.store import Store
+from personae.app.cli import SWITCH_INTERVAL
+from personae.engine.engine import Engine
+from personae.engine.messages import Chat, Incoming, User
+from personae.language.loader import parse_persona
+from personae.storage.store import Store
 
 PLACES = ("mars", "earth", "jupiter", "venus", "titan", "europa", "ceres", "vesta")
 FILLER = (

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import Diagnostic, PersonaeError
-from .loader import load_persona, load_personas
-from .messages import Chat, Event, Incoming, Outgoing, User
-from .persona import Persona
+from .engine.messages import Chat, Event, Incoming, Outgoing, User
+from .engine.persona import Persona
+from .language.errors import Diagnostic, PersonaeError
+from .language.loader import load_persona, load_personas
 
 __all__ = [
     "Chat",
@@ -33,7 +33,7 @@ def __getattr__(name: str) -> object:
     # The engine pulls in the store (aiosqlite); import it lazily so `personae lint`
     # and `personae schema` start fast.
     if name == "Engine":
-        from .engine import Engine
+        from .engine.engine import Engine
 
         return Engine
     raise AttributeError(name)

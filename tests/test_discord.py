@@ -16,9 +16,9 @@ from fakes.discord_api import DEFAULT_AUTHOR_ID, FakeChannel, FakeDiscord, FakeG
 from personae import Event
 from personae.adapters.base import AdapterConfig
 from personae.adapters.discord import DiscordAdapter
-from personae.loader import load_personas
-from personae.runtime import Bot, BotOptions
-from personae.store import Store
+from personae.app.runtime import Bot, BotOptions
+from personae.language.loader import load_personas
+from personae.storage.store import Store
 
 TOKEN = "TEST.DISCORD.secret-token-do-not-leak"
 T0 = datetime(2014, 11, 12, 15, 34, 4, tzinfo=UTC)

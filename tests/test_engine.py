@@ -8,8 +8,8 @@ import pytest
 
 from conftest import LANDER
 from personae import Chat, Event, Incoming, User
-from personae.engine import Engine
-from personae.loader import load_personas, parse_persona
+from personae.engine.engine import Engine
+from personae.language.loader import load_personas, parse_persona
 
 T0 = datetime(2014, 11, 12, 15, 34, 4, tzinfo=UTC)
 

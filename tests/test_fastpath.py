@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
-from personae.fastpath import Plan
-from personae.templates import DIALECTS, TemplateRenderError, Templates
+from personae.language.fastpath import Plan
+from personae.language.templates import DIALECTS, TemplateRenderError, Templates
 
 TEMPLATES = Templates()
 

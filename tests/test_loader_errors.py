@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from personae.errors import PersonaeError
-from personae.loader import load_persona, load_personas
+from personae.language.errors import PersonaeError
+from personae.language.loader import load_persona, load_personas
 
 BASE = "persona: p\nname: P\n"
 
@@ -113,7 +113,7 @@ def test_templates_that_would_escape_or_exhaust_are_rejected_at_load(write, temp
 
 
 def test_a_huge_value_built_from_data_is_refused_when_rendered():
-    from personae.templates import TemplateRenderError, Templates
+    from personae.language.templates import TemplateRenderError, Templates
 
     text = Templates().text("{{ message.text * state.n }}")
     assert text.render({"message": {"text": "ab"}, "state": {"n": 3}}) == "ababab"

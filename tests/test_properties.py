@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from conftest import LANDER
 from personae import Chat, Incoming, User
-from personae.engine import Engine
-from personae.errors import PersonaeError
-from personae.lint import lint
-from personae.loader import parse_persona
-from personae.router import Router, Trigger, parse_command
+from personae.engine.engine import Engine
+from personae.engine.router import Router, Trigger, parse_command
+from personae.language.errors import PersonaeError
+from personae.language.lint import lint
+from personae.language.loader import parse_persona
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LANDER_PERSONA = parse_persona(LANDER)
@@ -52,8 +52,8 @@ def test_any_user_text_and_name_is_logged_intact_or_made_valid(text, name):
     # jam the SQLite log, and valid text must be stored exactly as sent.
     import sqlite3
 
-    from personae.store import Store
-    from personae.text import valid_unicode
+    from personae.language.text import valid_unicode
+    from personae.storage.store import Store
 
     async def go(db: Path) -> None:
         async with Store(db) as store:
@@ -82,7 +82,7 @@ def test_user_text_is_echoed_literally_never_evaluated(payload):
     # (or another earlier trigger) legitimately wins, so only check the keyword path.
     out = handle(engine, text)
     if out and out[0].startswith("Repeat: "):
-        from personae.text import valid_unicode
+        from personae.language.text import valid_unicode
 
         assert out[0] == "Repeat: " + valid_unicode(text)  # literal; only NUL becomes U+FFFD
 
@@ -214,7 +214,7 @@ texts = (
 
 
 def naive(triggers: list[Trigger], text: str) -> list[int]:
-    from personae.text import squash, words
+    from personae.language.text import squash, words
 
     cmd = parse_command(text, "/!")
     toks = words(text)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from personae.replay_control import ReplayRequest, parse_request
+from personae.app.replay_control import ReplayRequest, parse_request
 
 
 def test_defaults_and_options():
@@ -63,11 +63,11 @@ async def test_two_replays_asked_at_once_start_one(persona_dir, tmp_path):
     from personae import Chat, Incoming, User
     from personae.adapters.base import AdapterConfig
     from personae.adapters.null import NullAdapter
-    from personae.loader import load_personas
-    from personae.replay_control import Replayable, ReplayControl
-    from personae.runtime import Bot
-    from personae.store import Store
-    from personae.timeline import load_timeline
+    from personae.app.replay_control import Replayable, ReplayControl
+    from personae.app.runtime import Bot
+    from personae.language.loader import load_personas
+    from personae.storage.store import Store
+    from personae.timing.timeline import load_timeline
 
     (tmp_path / "t.yaml").write_text(
         'timeline: mini\nevents:\n  - {at: "2014-11-12T15:34:04Z", event: touchdown, data: {site: A}}\n'

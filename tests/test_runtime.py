@@ -17,10 +17,10 @@ import pytest
 
 from personae import Chat, Event, Incoming, User
 from personae.adapters.base import Adapter, AdapterConfig, Delivery, DeliveryError, Limits, Receipt
-from personae.errors import PersonaeError
-from personae.loader import load_personas
-from personae.runtime import Bot, BotOptions
-from personae.store import Store
+from personae.app.runtime import Bot, BotOptions
+from personae.language.errors import PersonaeError
+from personae.language.loader import load_personas
+from personae.storage.store import Store
 
 T0 = datetime(2014, 11, 12, 15, 34, 4, tzinfo=UTC)
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from personae import Event
-from personae.clock import VirtualClock
-from personae.cron import CronError, fire_times, validate_cron
-from personae.engine import Engine
-from personae.loader import parse_persona
-from personae.scheduler import Scheduler
+from personae.engine.engine import Engine
+from personae.language.loader import parse_persona
+from personae.timing.clock import VirtualClock
+from personae.timing.cron import CronError, fire_times, validate_cron
+from personae.timing.scheduler import Scheduler
 
 T0 = datetime(2014, 11, 12, 15, 34, 4, tzinfo=UTC)
 

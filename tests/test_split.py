@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personae.split import split_message, units
+from personae.delivery.split import split_message, units
 
 
 class _Checked(HTMLParser):

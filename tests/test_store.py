@@ -16,9 +16,9 @@ import pytest
 from test_engine import T0
 
 from personae import Chat, Event, Incoming, User
-from personae.engine import Engine
-from personae.loader import load_personas
-from personae.store import SCHEMA_VERSION, Store, StoreError
+from personae.engine.engine import Engine
+from personae.language.loader import load_personas
+from personae.storage.store import SCHEMA_VERSION, Store, StoreError
 
 
 def msg(text: str, chat: str = "c1") -> Incoming:
@@ -163,7 +163,7 @@ async def test_query_log_filters(persona_dir, tmp_path):
 
 
 async def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path):
-    from personae.store import _MIGRATIONS
+    from personae.storage.store import _MIGRATIONS
 
     db = tmp_path / "v1.db"
     con = sqlite3.connect(db)
@@ -236,7 +236,7 @@ async def test_outcomes_for_one_message_in_one_batch_fold_in_order(tmp_path):
 async def test_flush_returns_only_once_rows_are_on_disk_even_if_another_flush_runs(tmp_path):
     import asyncio
 
-    from personae.store import LogRow
+    from personae.storage.store import LogRow
 
     async with Store(tmp_path / "f.db") as store:
         for i in range(500):

@@ -17,9 +17,9 @@ from fakes.telegram_api import FakeTelegram, unused_tcp_port
 from personae import Event
 from personae.adapters.base import AdapterConfig
 from personae.adapters.telegram import TelegramAdapter
-from personae.loader import load_personas
-from personae.runtime import Bot, BotOptions
-from personae.store import Store
+from personae.app.runtime import Bot, BotOptions
+from personae.language.loader import load_personas
+from personae.storage.store import Store
 
 # Shaped like a token (id:secret) but obviously fake.
 TOKEN = "987654:TEST-secret-token-do-not-leak"
@@ -417,8 +417,8 @@ events:
 
 
 async def replaying(persona_dir, store, adapter, tmp_path):
-    from personae.replay_control import Replayable, ReplayControl
-    from personae.timeline import load_timeline
+    from personae.app.replay_control import Replayable, ReplayControl
+    from personae.timing.timeline import load_timeline
 
     (tmp_path / "mini.yaml").write_text(TIMELINE)
     bot = await running(persona_dir, store, adapter)
@@ -471,7 +471,7 @@ async def test_replay_is_refused_to_non_admins_and_logged(persona_dir, store, tm
     async with FakeTelegram(TOKEN) as fake:
         bot = await replaying(persona_dir, store, adapter_for(fake), tmp_path)
         try:
-            with caplog.at_level(logging.WARNING, logger="personae.runtime"):
+            with caplog.at_level(logging.WARNING, logger="personae.app.runtime"):
                 fake.inject_message(7, "/replay here", user_id=7)
                 await fake.wait_for_sent(1)
             await asyncio.sleep(0.2)

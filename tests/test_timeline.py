@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from personae.errors import PersonaeError
-from personae.lint import lint
-from personae.timeline import load_timeline
+from personae.language.errors import PersonaeError
+from personae.language.lint import lint
+from personae.timing.timeline import load_timeline
 
 GOOD = """\
 timeline: t

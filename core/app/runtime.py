@@ -20,23 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 from personae.adapters.base import Adapter, Receipt
 
-from .clock import Clock, SystemClock
-from .cron import fire_times
-from .dispatcher import Dispatcher
-from .engine import Engine, EngineError
-from .errors import ConfigError, PersonaeError
-from .messages import Event, Incoming, Outgoing
-from .persona import Persona
-from .scheduler import Handle, Scheduler
-from .secrets import Redactor, install_log_redaction
-from .split import split_message
-from .store import LogRow, OutboxItem, OutboxRow, Store
-from .templates import TemplateRenderError
+from ..delivery.dispatcher import Dispatcher
+from ..delivery.secrets import Redactor, install_log_redaction
+from ..delivery.split import split_message
+from ..engine.engine import Engine, EngineError
+from ..engine.messages import Event, Incoming, Outgoing
+from ..engine.persona import Persona
+from ..language.errors import ConfigError, PersonaeError
+from ..language.templates import TemplateRenderError
+from ..storage.store import LogRow, OutboxItem, OutboxRow, Store
+from ..timing.clock import Clock, SystemClock
+from ..timing.cron import fire_times
+from ..timing.scheduler import Handle, Scheduler
 
 if TYPE_CHECKING:
     from .replay_control import ReplayControl
 
-log = logging.getLogger("personae.runtime")
+log = logging.getLogger("personae.app.runtime")
 
 #: Queued outbox rows written as soon as there are this many (not after ``linger``).
 _OUTBOX_BATCH = 2000
@@ -148,7 +148,7 @@ class Bot:
         self.silent_until: datetime | None = None
         #: ``(adapter, chat)``: broadcasts go only there (an admin's ``/replay here``).
         self.target: tuple[str, str] | None = None
-        #: Serves the admin command ``/replay`` (see :mod:`personae.replay_control`).
+        #: Serves the admin command ``/replay`` (see :mod:`personae.app.replay_control`).
         self.replays: ReplayControl | None = None
 
     def fork(self, *, clock: Clock, run: str, target: tuple[str, str] | None = None) -> Bot:
@@ -317,7 +317,7 @@ class Bot:
         await self.deliver([_with_adapter(o, incoming) for o in out])
 
     async def _builtin(self, incoming: Incoming) -> list[Outgoing] | None:
-        from .router import parse_command
+        from ..engine.router import parse_command
 
         cmd = parse_command(incoming.text, "/!")
         if cmd is None:

@@ -1,7 +1,7 @@
 """The engine: hosts personas, answers messages, reacts to events, keeps state.
 
 It does no I/O of its own besides queueing log rows and state changes in the
-:class:`~personae.store.Store`; delivering what it returns is the runtime's job.
+:class:`~personae.storage.store.Store`; delivering what it returns is the runtime's job.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from .clock import Clock, SystemClock
+from ..language.templates import Dialect, TemplateRenderError, Text, days_since
+from ..storage.store import LogRow, Store
+from ..timing.clock import Clock, SystemClock
+from ..timing.scheduler import Scheduler
 from .messages import Event, Incoming, Outgoing
 from .persona import Action, Persona
 from .router import parse_command
-from .scheduler import Scheduler
-from .store import LogRow, Store
-from .templates import Dialect, TemplateRenderError, Text, days_since
 
 Sink = Callable[[list[Outgoing]], Awaitable[None]]
 

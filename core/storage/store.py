@@ -29,7 +29,7 @@ from typing import Any
 
 import aiosqlite
 
-log = logging.getLogger("personae.store")
+log = logging.getLogger("personae.storage.store")
 
 SCHEMA_VERSION = 2
 
@@ -216,7 +216,7 @@ _ROW_WIDTH = 15  # a single row; anything shorter is an exchange (10 fields, or 
 
 def _json(value: Any) -> str:
     """JSON text SQLite will accept: a lone surrogate (invalid UTF-8) becomes U+FFFD."""
-    from .text import valid_unicode
+    from ..language.text import valid_unicode
 
     return valid_unicode(json.dumps(value, ensure_ascii=False, default=str))
 

@@ -1,7 +1,7 @@
 """The admin command ``/replay``: replay a timeline inside a running bot.
 
 A replay started from a chat runs beside the live bot, never inside it: it
-gets a fork of the bot (:meth:`personae.runtime.Bot.fork`) with its own
+gets a fork of the bot (:meth:`personae.app.runtime.Bot.fork`) with its own
 virtual clock, scheduler and persona state, and shares only the outbox, the
 dispatchers and the subscribers. So a replay at full speed cannot move the
 live personas' state, and its posts are paced and retried like any other.
@@ -28,16 +28,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .clock import VirtualClock
-from .errors import did_you_mean
-from .messages import Incoming, Outgoing
+from ..engine.messages import Incoming, Outgoing
+from ..language.errors import did_you_mean
+from ..timing.clock import VirtualClock
+from ..timing.timeline import Timeline, TimelineEvent, parse_time
 from .replay import new_run_id, replay
-from .timeline import Timeline, TimelineEvent, parse_time
 
 if TYPE_CHECKING:
     from .runtime import Bot
 
-log = logging.getLogger("personae.replay")
+log = logging.getLogger("personae.app.replay")
 
 USAGE = "Usage: /replay [TIMELINE] [from=DATE] [to=DATE] [speed=N|max] [here] · /replay status · /replay stop"
 

@@ -1,4 +1,4 @@
-"""A compiled persona: immutable, ready to answer. Built by :mod:`personae.loader`."""
+"""A compiled persona: immutable, ready to answer. Built by :mod:`personae.language.loader`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from ..language.schema import PersonaFile
+from ..language.templates import Text
 from .router import Router
-from .schema import PersonaFile
-from .templates import Text
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ConfigError, Diagnostic, PersonaeError
+from .. import __version__
+from ..language.errors import ConfigError, Diagnostic, PersonaeError
 
 EXAMPLES = """\
 examples:
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
-    from .store import StoreError
+    from ..storage.store import StoreError
 
     try:
         if args.command == "lint":
@@ -156,7 +156,7 @@ def print_diagnostics(diags: Sequence[Diagnostic], stream: Any = None) -> None:
 
 def cmd_lint(args: argparse.Namespace) -> int:
     """``personae lint``."""
-    from .lint import lint
+    from ..language.lint import lint
 
     paths = args.paths or ["personas"]
     missing = [p for p in paths if not any(ch in p for ch in "*?[") and not Path(p).exists()]
@@ -182,12 +182,12 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     """``personae schema``."""
     if args.timeline:
-        from .timeline import TimelineFile
+        from ..timing.timeline import TimelineFile
 
         schema = TimelineFile.model_json_schema(by_alias=True)
         schema["title"] = "personae timeline"
     else:
-        from .schema import json_schema
+        from ..language.schema import json_schema
 
         schema = json_schema()
     sys.stdout.write(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
@@ -203,12 +203,12 @@ def _default_user() -> str:
 
 async def cmd_chat(args: argparse.Namespace) -> int:
     """``personae chat``."""
+    from ..engine.engine import Engine
+    from ..engine.messages import User
+    from ..language.errors import did_you_mean
+    from ..language.loader import load_personas
+    from ..storage.store import Store
     from .chat import ChatSession
-    from .engine import Engine
-    from .errors import did_you_mean
-    from .loader import load_personas
-    from .messages import User
-    from .store import Store
 
     personas = load_personas(args.personas or ["personas"])
     if args.persona not in personas:
@@ -230,13 +230,13 @@ async def cmd_chat(args: argparse.Namespace) -> int:
 
 async def cmd_log(args: argparse.Namespace) -> int:
     """``personae log``."""
-    from .store import Store
+    from ..storage.store import Store
 
     since = None
     if args.since:
         from datetime import UTC
 
-        from .timeline import parse_time
+        from ..timing.timeline import parse_time
 
         try:
             since = parse_time(args.since, default_tz=UTC).isoformat()

@@ -180,7 +180,7 @@ class Text:
     """One template string.
 
     Constant strings skip Jinja entirely, and so do templates that are only
-    lookups in plain dicts whenever the lookups succeed (see :mod:`personae.fastpath`).
+    lookups in plain dicts whenever the lookups succeed (see :mod:`personae.language.fastpath`).
     """
 
     __slots__ = ("_compiled", "_plan", "_templates", "_text", "constant", "source")

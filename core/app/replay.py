@@ -1,4 +1,4 @@
-"""Drive a timeline through a :class:`~personae.runtime.Bot`: replayed on a virtual clock, or live.
+"""Drive a timeline through a :class:`~personae.app.runtime.Bot`: replayed on a virtual clock, or live.
 
 A replay is deterministic: the same timeline, personas and seed give the
 same messages with the same idempotency keys. That is what makes ``--resume``
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..timing.timeline import Timeline, TimelineEvent
 from .runtime import Bot
-from .timeline import Timeline, TimelineEvent
 
-log = logging.getLogger("personae.replay")
+log = logging.getLogger("personae.app.replay")
 
 
 @dataclass
@@ -170,7 +170,7 @@ async def live(bot: Bot, timeline: Timeline, *, missed: str = "skip") -> None:
             else:
                 log.warning("timeline %s: event '%s' due %s was missed while down; skipped", timeline.id, e.name, when)
                 if store is not None:
-                    from .store import LogRow
+                    from ..storage.store import LogRow
 
                     store.log(
                         LogRow(

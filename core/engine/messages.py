@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .text import valid_unicode
+from ..language.text import valid_unicode
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class Incoming:
     fallback: bool = True
 
     def cleaned(self) -> Incoming:
-        """This message with every user-supplied string made valid Unicode (:func:`~personae.text.valid_unicode`)."""
+        """This message with every user-supplied string made valid Unicode (see ``valid_unicode``)."""
         u, c = self.user, self.chat
         every = f"{self.text}{u.name}{u.username or ''}{c.title or ''}"  # one check, not four: this runs per message
         if every.isascii() and "\x00" not in every:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .engine import Engine, EngineError
-from .messages import Chat, Event, Incoming, Outgoing, User
-from .templates import TemplateRenderError
-from .timeline import _scalar
+from ..engine.engine import Engine, EngineError
+from ..engine.messages import Chat, Event, Incoming, Outgoing, User
+from ..language.templates import TemplateRenderError
+from ..timing.timeline import _scalar
 
 
 def parse_event_line(line: str, at: datetime) -> Event:

@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, StringConstraints
 
-from .errors import Diagnostic, PersonaeError
-from .messages import Event
-from .schema import EVENT, IDENT, EventName, _Strict
-from .source import Source, decode_text, parse_yaml, read_text
+from ..engine.messages import Event
+from ..language.errors import Diagnostic, PersonaeError
+from ..language.schema import EVENT, IDENT, EventName, _Strict
+from ..language.source import Source, decode_text, parse_yaml, read_text
 
 
 class TimelineEntry(_Strict):
@@ -59,7 +59,7 @@ class TimelineEvent:
     index: int
 
     def to_event(self, timeline: str, run: str = "") -> Event:
-        """The engine :class:`~personae.messages.Event` for this entry (its key names the run)."""
+        """The engine :class:`~personae.engine.messages.Event` for this entry (its key names the run)."""
         key = f"{run}|{timeline}#{self.index}:{self.name}"
         return Event(self.name, self.at, dict(self.data), f"timeline:{timeline}", self.persona, 0, key)
 
@@ -108,7 +108,7 @@ def load_timeline(path: str | Path, *, display: str | None = None) -> Timeline:
 
 def timeline_from_source(source: Source) -> Timeline:
     """Validate a parsed YAML timeline."""
-    from .loader import validate  # the shared pydantic → diagnostic mapping
+    from ..language.loader import validate  # the shared pydantic → diagnostic mapping
 
     spec = validate(source, TimelineFile)
     assert isinstance(spec, TimelineFile)

@@ -18,7 +18,7 @@ import html
 import re
 from typing import NamedTuple
 
-from .templates import Dialect
+from ..language.templates import Dialect
 
 _HTML_TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 _TAG_NAME = re.compile(r"</?\s*([A-Za-z][\w-]*)")

@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 
 from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
 
-from .store import OutboxItem, Store
+from ..storage.store import OutboxItem, Store
 
-log = logging.getLogger("personae.dispatcher")
+log = logging.getLogger("personae.delivery.dispatcher")
 
 #: Attempts at a message whose send raised something the adapter did not map to a
 #: :class:`DeliveryError` (a bug, most likely) before it is marked failed.

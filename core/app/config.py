@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from .errors import ConfigError, did_you_mean, format_path
+from ..language.errors import ConfigError, did_you_mean, format_path
 
 BUILTIN_ADAPTERS = {
     "console": "personae.adapters.console:ConsoleAdapter",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, PersonaeError, did_you_mean
+from ..language.errors import ConfigError, PersonaeError, did_you_mean
 
 log = logging.getLogger("personae")
 
@@ -117,7 +117,7 @@ class Setup:
 
 
 def _parse_when(text: str | None, flag: str) -> datetime | None:
-    from .timeline import parse_time
+    from ..timing.timeline import parse_time
 
     if not text:
         return None
@@ -199,8 +199,8 @@ def _load_setup(
     seed_arg: int | None,
     only: Sequence[str] | None,
 ) -> Setup:
+    from ..language.loader import load_personas
     from .config import load_config
-    from .loader import load_personas
 
     config = None
     # An explicit --personas means "these personas, console out": bot.toml is used only when named.
@@ -247,12 +247,12 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 async def cmd_replay(args: argparse.Namespace) -> int:
     """``personae replay``."""
-    from .clock import VirtualClock
+    from ..delivery.secrets import Redactor, install_log_redaction
+    from ..storage.store import Store
+    from ..timing.clock import VirtualClock
+    from ..timing.timeline import load_timeline
     from .replay import Progress, new_run_id, replay
     from .runtime import Bot, BotOptions
-    from .secrets import Redactor, install_log_redaction
-    from .store import Store
-    from .timeline import load_timeline
 
     speed = _parse_speed(args.speed)
     start = _parse_when(args.start, "--from")
@@ -267,7 +267,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     timeline = load_timeline(path)
     setup = _load_setup(args.config, personas_arg=args.personas, db_arg=args.db, seed_arg=args.seed, only=args.adapter)
 
-    from .lint import unplayable
+    from ..language.lint import unplayable
 
     problems = unplayable(setup.personas.values(), timeline)
     if problems:
@@ -384,14 +384,14 @@ def _parse_speed(text: str | float) -> float | None:
 
 async def cmd_run(args: argparse.Namespace) -> int:
     """``personae run``."""
-    from .clock import Clock, SystemClock, VirtualClock
+    from ..delivery.secrets import Redactor, install_log_redaction
+    from ..language.loader import load_personas
+    from ..storage.store import Store
+    from ..timing.clock import Clock, SystemClock, VirtualClock
+    from ..timing.timeline import load_timeline
     from .config import load_config
-    from .loader import load_personas
     from .replay import Progress, live, new_run_id, replay
     from .runtime import Bot, BotOptions, Commands, watch_files
-    from .secrets import Redactor, install_log_redaction
-    from .store import Store
-    from .timeline import load_timeline
 
     config = load_config(args.config)
     bot_cfg = config.model.bot
@@ -407,7 +407,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise config.error(("timelines", i, "file"), f"no such file: {path}")
         timelines.append((entry, load_timeline(path)))
-    from .lint import unplayable
+    from ..language.lint import unplayable
 
     problems = [d for _, t in timelines for d in unplayable(personas.values(), t)]
     if problems:
@@ -478,7 +478,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"reloaded {len(fresh)} persona(s)\n")
 
             def files() -> list[Path]:
-                from .loader import persona_files
+                from ..language.loader import persona_files
 
                 return persona_files(config.persona_paths())
 
@@ -544,10 +544,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_emit(args: argparse.Namespace) -> int:
     """``personae emit``."""
+    from ..delivery.secrets import Redactor, install_log_redaction
+    from ..storage.store import Store
     from .chat import parse_event_line
     from .runtime import Bot, BotOptions
-    from .secrets import Redactor, install_log_redaction
-    from .store import Store
 
     setup = _load_setup(args.config, personas_arg=None, db_arg=None, seed_arg=None, only=None)
     import shlex

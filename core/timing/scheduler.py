@@ -1,4 +1,4 @@
-"""Run callbacks at instants of a :class:`~personae.clock.Clock`, in a deterministic order.
+"""Run callbacks at instants of a :class:`~personae.timing.clock.Clock`, in a deterministic order.
 
 Items at the same instant run in the order they were scheduled. Recurring
 items (cron) do not keep a finite run alive: :meth:`Scheduler.run` with

@@ -18,9 +18,9 @@ from jinja2 import TemplateAssertionError, TemplateSyntaxError, nodes
 from jinja2.meta import find_undeclared_variables
 from pydantic import BaseModel, ValidationError
 
+from ..engine.persona import Action, Assignment, EmitAction, Persona, Scheduled
+from ..engine.router import Router, Trigger
 from .errors import Diagnostic, PersonaeError, did_you_mean, format_path
-from .persona import Action, Assignment, EmitAction, Persona, Scheduled
-from .router import Router, Trigger
 from .schema import PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
 from .templates import Templates, Text, too_large, too_large_message
@@ -392,7 +392,7 @@ class _Compiler:
 
     def scheduled(self, entry: ScheduleEntry, i: int) -> Scheduled:
         path: DataPath = ("schedule", i)
-        from .cron import CronError, validate_cron, zone  # local: croniter only needed here
+        from ..timing.cron import CronError, validate_cron, zone  # local: croniter only needed here
 
         try:
             validate_cron(entry.cron)

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.persona import Persona
+from ..timing.timeline import Timeline, is_timeline, load_timeline, timeline_from_source
 from .errors import Diagnostic, PersonaeError, did_you_mean
 from .loader import compile_source, persona_files
-from .persona import Persona
 from .source import load_yaml
 from .templates import Templates
-from .timeline import Timeline, is_timeline, load_timeline, timeline_from_source
 
 TIMELINE_SUFFIXES = (".csv", ".ics", ".ical")
 

@@ -1,0 +1,1 @@
+"""Outbox to platform: pacing, retries, splitting long messages, keeping secrets out of logs."""

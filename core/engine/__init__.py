@@ -1,0 +1,1 @@
+"""Personas answering messages and reacting to events: the engine, the router, compiled personas, message types."""

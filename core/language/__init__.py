@@ -1,0 +1,1 @@
+"""The persona language: YAML with positions, the schema, compiling, templates, lint, diagnostics."""

@@ -1,0 +1,1 @@
+"""The storage behind the log, persona state, the outbox, subscriptions and runs (SQLite)."""

@@ -1,0 +1,1 @@
+"""Clocks, the scheduler, cron entries and mission timelines."""
