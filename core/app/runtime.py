@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from personae.adapters.base import Adapter, Receipt
 
@@ -33,9 +33,6 @@ from ..timing.clock import Clock, SystemClock
 from ..timing.cron import fire_times
 from ..timing.scheduler import Handle, Scheduler
 
-if TYPE_CHECKING:
-    from .replay_control import ReplayControl
-
 log = logging.getLogger("personae.app.runtime")
 
 #: Queued outbox rows written as soon as there are this many (not after ``linger``).
@@ -44,6 +41,18 @@ _OUTBOX_BATCH = 2000
 _OUTBOX_HIGH_WATER = 20_000
 
 Transcript = Callable[[Outgoing], None]
+
+
+class AdminReplays(Protocol):
+    """What the bot needs of the admin ``/replay`` command (:class:`~personae.app.replay_control.ReplayControl`).
+
+    A protocol rather than the class, so the running bot does not import the
+    replays that drive it: the command layer builds one and hands it in.
+    """
+
+    async def command(self, args: str, incoming: Incoming, adapter: str) -> str: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class AdapterStartError(ConfigError):
@@ -149,7 +158,7 @@ class Bot:
         #: ``(adapter, chat)``: broadcasts go only there (an admin's ``/replay here``).
         self.target: tuple[str, str] | None = None
         #: Serves the admin command ``/replay`` (see :mod:`personae.app.replay_control`).
-        self.replays: ReplayControl | None = None
+        self.replays: AdminReplays | None = None
 
     def fork(self, *, clock: Clock, run: str, target: tuple[str, str] | None = None) -> Bot:
         """A bot for a replay inside this one: its own clock, scheduler and engine state, this bot's outbox.
