@@ -211,7 +211,9 @@ class Messages:
                     f"{self.filler(0, 3)} {shape.format(the=the, t=other).replace('*', word)}",
                     f"/{other} {self.filler(0, 2)}",
                     # Only one word of a two-word key.
-                    f"{self.filler(1, 5)} {r.words[0]} {self.filler(1, 5)}" if r.kind == "keyword2" else self.filler(3, 12),
+                    f"{self.filler(1, 5)} {r.words[0]} {self.filler(1, 5)}"
+                    if r.kind == "keyword2"
+                    else self.filler(3, 12),
                     self.filler(3, 14),
                 ]
             )
@@ -252,7 +254,9 @@ class Personae:
         assert self.engine is not None
         handle, out, base = self.engine.handle, [], self.answered
         for i, text in enumerate(texts, base):
-            incoming = Incoming("bench", "console", self.chats[i % 50], self.users[i % 50], text, bot_username="benchbot")
+            incoming = Incoming(
+                "bench", "console", self.chats[i % 50], self.users[i % 50], text, bot_username="benchbot"
+            )
             replies = await handle(incoming)
             out.append(replies[0].text if replies else "")
         self.answered += len(texts)
@@ -372,11 +376,11 @@ async def measure(size: int, args: argparse.Namespace, vocab: Vocabulary, folder
         await on.store.close()
         on.store = None
         with sqlite3.connect(on.db) as db:
-            ins, outs = db.execute(
-                "SELECT sum(direction = 'in'), sum(direction = 'out') FROM interactions"
-            ).fetchone()
+            ins, outs = db.execute("SELECT sum(direction = 'in'), sum(direction = 'out') FROM interactions").fetchone()
         if ins != on.answered or outs != on.answered:
-            sys.exit(f"log incomplete: {on.answered:,} replies, but {ins:,} 'in' and {outs:,} 'out' rows in the database")
+            sys.exit(
+                f"log incomplete: {on.answered:,} replies, but {ins:,} 'in' and {outs:,} 'out' rows in the database"
+            )
         say(f"log checked: {ins:,} in and {outs:,} out rows for {on.answered:,} replies")
         return Row(size, distinct, results)
     finally:
@@ -434,9 +438,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1_000, 10_000], help="rule counts")
     parser.add_argument("--budget", type=float, default=6.0, help="seconds per engine and size, all rounds (default 6)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, each with new messages (default 3)")
-    parser.add_argument("--pool", type=int, default=150_000, help="messages drawn for the timed rounds (default 150,000)")
+    parser.add_argument("--pool", type=int, default=150_000, help="messages for the timed rounds")
     parser.add_argument("--min-distinct", type=int, default=50_000, help="fail below this many distinct messages")
-    parser.add_argument("--check", type=int, default=1_000, help="messages every engine must answer alike (default 1,000)")
+    parser.add_argument("--check", type=int, default=1_000, help="messages all engines must answer alike")
     parser.add_argument("--no-rivescript", dest="rivescript", action="store_false", help="leave RiveScript out")
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 rules, short budget: a smoke run")
     args = parser.parse_args()
