@@ -99,7 +99,9 @@ def vocabulary() -> Vocabulary:
     words = [w for w in top_n_list("en", 60_000) if w.isascii() and w.isalpha() and len(w) > 1]
     words = ["i", "a", *words]
     common = list(dict.fromkeys(words[:2_500]))
-    rare = [w for w in dict.fromkeys(words[2_500:]) if len(w) >= 4]
+    # The bot's built-in commands (/subscribe, /emit …) are not the persona's to answer.
+    builtin = {"subscribe", "unsubscribe", "emit", "reload", "replay", "help", "start"}
+    rare = [w for w in dict.fromkeys(words[2_500:]) if len(w) >= 4 and w not in builtin]
     weights = [1.0 / (rank + 10) for rank in range(len(common))]
     phrase = frozenset(w for _, aiml in SHAPES for w in aiml.split() if w.isalpha())
     return Vocabulary(common, weights, rare, phrase)
