@@ -178,25 +178,37 @@ def test_arbitrary_templates_load_or_fail_cleanly_and_render_safely(template):
 
 # The router's indexes must give exactly what a linear scan of all rules gives.
 WORDS = ["ab", "abc", "cab", "Comète", "bca", "a b", "xyz"]
-regexes = st.sampled_from(
-    [
-        r"(?i)\babc\b",
-        r"abc",
-        r"(?i)c.b",
-        r"ab+c",
-        r"(?i)comète",
-        r"(?i)bca|xyz",
-        r"^ab",
-        r"(?i)(?P<w>\w+) xyz",
-        r"KAB",
-        r"(?i)kab",
-    ]
-) | st.builds(
-    # Literals of every length from 3: the index files those of 4+ under two of their
-    # trigrams and samples half the text, so offsets and parities must all be covered.
-    lambda flags, lit: flags + re.escape(lit),
-    st.sampled_from(["", "(?i)"]),
-    st.text(alphabet="abcK xy", min_size=3, max_size=8),
+regexes = (
+    st.sampled_from(
+        [
+            r"(?i)\babc\b",
+            r"abc",
+            r"(?i)c.b",
+            r"ab+c",
+            r"(?i)comète",
+            r"(?i)bca|xyz",
+            r"^ab",
+            r"(?i)(?P<w>\w+) xyz",
+            r"KAB",
+            r"(?i)kab",
+        ]
+    )
+    | st.builds(
+        # Several required literals per pattern, some shared by other patterns, some not: the
+        # index files each pattern under one of them and must still find every match.
+        lambda flags, a, b, c: flags + re.escape(a) + r"(?P<g>\w+)" + re.escape(b) + "(?:x )?" + re.escape(c),
+        st.sampled_from(["", "(?i)"]),
+        st.sampled_from(["abc ", "ab", "xyz"]),
+        st.sampled_from([" c ", " cab "]),
+        st.text(alphabet="abcK xy", min_size=0, max_size=6),
+    )
+    | st.builds(
+        # Literals of every length from 3: the index files those of 4+ under two of their
+        # trigrams and samples half the text, so offsets and parities must all be covered.
+        lambda flags, lit: flags + re.escape(lit),
+        st.sampled_from(["", "(?i)"]),
+        st.text(alphabet="abcK xy", min_size=3, max_size=8),
+    )
 )
 triggers = st.one_of(
     st.builds(lambda r: Trigger(regex=re.compile(r)), regexes),
@@ -205,9 +217,12 @@ triggers = st.one_of(
     st.builds(lambda e: Trigger(exact=(e,)), st.sampled_from(WORDS)),
 )
 texts = (
-    st.lists(st.sampled_from([*WORDS, "/ab", "/abc@Bot", " ", "K", "\u212aab", "ABC", "é", "x"]), max_size=6).map(
-        "".join
-    )
+    st.lists(
+        st.sampled_from(
+            [*WORDS, "/ab", "/abc@Bot", " ", "K", "\u212aab", "ABC", "é", "x", "abc ", " c ", " cab ", "x "]
+        ),
+        max_size=8,
+    ).map("".join)
     | st.text(alphabet=string.ascii_letters + " /@éèÈK\u212a\u0130\u0131\u017f", max_size=20)
     | st.text(alphabet="abcKkAB xy", max_size=24)
 )
@@ -255,3 +270,39 @@ def test_regex_prefilter_finds_a_literal_at_any_offset(literals, data):
     hits = [i for i in router.candidates(text, None) if router.hit(i, text, None) is not None]
     assert chosen in hits
     assert hits == [i for i, lit in enumerate(literals) if re.search(("(?i)" if icase else "") + re.escape(lit), text)]
+
+
+PHRASES = ["what is the ", "how far is ", "tell me about ", "abc"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_router_finds_matches_of_patterns_sharing_phrases(data):
+    # Patterns share their opening phrase (as FAQ personas do) and differ by a topic; each is
+    # filed under one required literal, and every pattern a text matches must still be found.
+    n = data.draw(st.integers(1, 8))
+    icase = data.draw(st.booleans())
+    shapes = []
+    for _ in range(n):
+        phrase = data.draw(st.sampled_from(PHRASES))
+        topic = data.draw(st.text(alphabet="xyzqK", min_size=1, max_size=6))
+        optional = data.draw(st.sampled_from(["", "the ", "ab "]))
+        shapes.append((phrase, topic, optional))
+    flags = "(?i)" if icase else ""
+    rules = [
+        Trigger(
+            regex=re.compile(
+                flags + re.escape(p) + r"(?P<w>\w+) " + (f"(?:{re.escape(o)})?" if o else "") + re.escape(t)
+            )
+        )
+        for p, t, o in shapes
+    ]
+    router = Router(rules)
+    chosen = data.draw(st.integers(0, n - 1))
+    p, t, o = shapes[chosen]
+    word = data.draw(st.sampled_from(["comet", "x", "size"]))
+    body = p + word + " " + (o if o and data.draw(st.booleans()) else "") + t
+    text = data.draw(st.text(alphabet="ab xyz", max_size=6)) + (body.upper() if icase else body)
+    hits = [i for i in router.candidates(text, None) if router.hit(i, text, None) is not None]
+    assert chosen in hits
+    assert hits == [i for i, rule in enumerate(rules) if rule.regex is not None and rule.regex.search(text)]

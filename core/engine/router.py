@@ -1,8 +1,10 @@
 """Pick the reply rule for a message, without scanning every rule.
 
 Commands, exact phrases and keywords are dictionary look-ups built at load
-time. Regex rules are pre-filtered by a literal every match must contain
-(indexed by its first three characters), so only plausible patterns run.
+time. Regex rules are pre-filtered by a literal every match must contain,
+the one fewest other patterns share; one Aho-Corasick pass over the message
+finds every such literal, so only plausible patterns run, and the work per
+message depends on what it says, not on how many rules there are.
 Candidates are then tried in file order: the first whose condition holds wins.
 """
 
@@ -60,85 +62,72 @@ def parse_command(text: str, prefixes: str = "/") -> Command | None:
     return Command(m.group(2).lower(), m.group(3), (m.group(4) or "").strip())
 
 
-def required_literal(pattern: re.Pattern[str]) -> str | None:
-    """The longest run of literal characters every match of ``pattern`` contains.
+def required_literals(pattern: re.Pattern[str]) -> list[str]:
+    """Every run of three or more literal characters that every match of ``pattern`` contains.
 
     Only the top-level sequence is inspected: anything optional, repeated or
-    alternated breaks a run, so the literal is truly required. Returns ``None``
-    when there is no run of at least three characters.
+    alternated breaks a run, so each run is truly required. Under
+    ``re.IGNORECASE`` the runs are lower-cased. An empty list when the
+    pattern has no such run (or cannot be read).
     """
     try:
         parsed = _sre_p.parse(pattern.pattern, pattern.flags)
     except Exception:
-        return None
-    best = ""
+        return []
+    runs: list[str] = []
     run: list[str] = []
-
-    def flush() -> None:
-        nonlocal best, run
-        if len(run) > len(best):
-            best = "".join(run)
-        run = []
-
-    for op, arg in _flatten(list(parsed)):
+    for op, arg in [*_flatten(list(parsed)), (None, None)]:
         if op is _sre_c.LITERAL:
             run.append(chr(arg))
         elif op is _sre_c.AT:
             continue  # \b, ^, $ consume nothing: the run goes on
         else:
-            flush()
-    flush()
-    return best if len(best) >= 3 else None
+            if len(run) >= 3:
+                runs.append("".join(run))
+            run = []
+    if pattern.flags & re.IGNORECASE:
+        runs = [r.lower() for r in runs]
+    return runs
 
 
-class _Grams:
-    """Which of many required literals occur in a text, looking at half of its positions.
+def required_literal(pattern: re.Pattern[str]) -> str | None:
+    """The longest of :func:`required_literals`, or ``None``."""
+    return max(required_literals(pattern), key=len, default=None)
 
-    A literal of six characters or more is filed under two of its 5-grams,
-    one at an even and one at an odd offset, each the rarest of its kind so
-    buckets stay small. The text is then sampled only at even positions:
-    wherever the literal occurs, one of its two 5-grams starts at one. Shorter
-    literals (three to five characters) are filed under a trigram and need
-    every position. Any rule this finds is only a candidate; its regex
-    confirms it.
+
+class _Literals:
+    """Which of many required literals occur in a text: one Aho-Corasick pass in C.
+
+    Each pattern is filed under one literal; a text is scanned once for all
+    of them, however many there are, and the patterns whose literal occurs
+    are only candidates: their regex confirms them.
     """
 
-    GRAM = 5
-
     def __init__(self) -> None:
-        self._even: dict[str, list[tuple[int, str]]] = {}
-        self._all: dict[str, list[tuple[int, str]]] = {}
+        self._rules: dict[str, list[int]] = {}
+        self._automaton: Any = None
 
     def __bool__(self) -> bool:
-        return bool(self._even or self._all)
+        return bool(self._rules)
 
     def add(self, index: int, literal: str) -> None:
-        """File rule ``index`` under ``literal`` (three characters or more)."""
-        g = self.GRAM
-        if len(literal) > g:
-            for offset in (0, 1):
-                _file(self._even, index, literal, range(offset, len(literal) - g + 1, 2), g)
-        else:
-            _file(self._all, index, literal, range(len(literal) - 2), 3)
+        """File rule ``index`` under ``literal``."""
+        self._rules.setdefault(literal, []).append(index)
+
+    def build(self) -> None:
+        """Compile the automaton (after the last :meth:`add`)."""
+        import ahocorasick
+
+        automaton = ahocorasick.Automaton()
+        for literal, rules in self._rules.items():
+            automaton.add_word(literal, tuple(rules))
+        automaton.make_automaton()
+        self._automaton = automaton
 
     def find(self, text: str, found: set[int]) -> None:
         """Add to ``found`` every rule whose literal occurs in ``text``."""
-        g = self.GRAM
-        for buckets, step, size in ((self._even, 2, g), (self._all, 1, 3)):
-            if not buckets:
-                continue
-            # Filter the text's few grams through the index (``keys() & grams`` would copy every key).
-            grams = {text[j : j + size] for j in range(0, len(text) - size + 1, step)}
-            for gram in filter(buckets.__contains__, grams):
-                for i, lit in buckets[gram]:
-                    if lit in text:
-                        found.add(i)
-
-
-def _file(buckets: dict[str, list[tuple[int, str]]], index: int, literal: str, offsets: range, size: int) -> None:
-    grams = sorted({literal[j : j + size] for j in offsets})
-    rarest = min(grams, key=lambda g: len(buckets.get(g, ())))
-    buckets.setdefault(rarest, []).append((index, literal))
+        for _end, rules in self._automaton.iter(text):
+            found.update(rules)
 
 
 def _flatten(items: list[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
@@ -160,8 +149,8 @@ class Router:
         self._words: dict[str, list[int]] = {}
         self._phrases: dict[str, list[tuple[int, str]]] = {}
         self._regex: dict[int, re.Pattern[str]] = {}
-        self._tri_icase = _Grams()
-        self._tri_case = _Grams()
+        self._lit_icase = _Literals()
+        self._lit_case = _Literals()
         self._regex_always: list[int] = []
         for i, t in enumerate(triggers):
             for c in t.commands:
@@ -175,21 +164,39 @@ class Router:
                 elif kw:
                     self._phrases.setdefault(kw[0], []).append((i, " " + " ".join(kw) + " "))
             if t.regex is not None:
-                self._add_regex(i, t.regex)
+                self._regex[i] = t.regex
+        self._index_regexes()
 
-    def _add_regex(self, i: int, rx: re.Pattern[str]) -> None:
-        self._regex[i] = rx
-        literal = required_literal(rx)
-        if literal is None:
-            self._regex_always.append(i)
-        elif rx.flags & re.IGNORECASE:
-            if literal.isascii():
-                low = literal.lower()
-                self._tri_icase.add(i, low)
-            else:
+    def _index_regexes(self) -> None:
+        """File each regex under its most selective required literal.
+
+        Real personas share phrases ("what is the …", "tell me about …"): the
+        longest literal of a pattern is often the one most other patterns
+        have too, and a message holding it would try them all. So every
+        pattern is filed under the literal the fewest patterns require
+        (the longest among equals), and the work per message depends on what
+        it contains, not on how many rules share a phrase.
+        """
+        literals: dict[int, list[str]] = {}
+        shared: dict[str, int] = {}
+        for i, rx in self._regex.items():
+            runs = required_literals(rx)
+            if rx.flags & re.IGNORECASE:
+                # Under re.IGNORECASE a few non-ASCII letters match ASCII ones: only ASCII runs are safe keys.
+                runs = [r for r in runs if r.isascii()]
+            literals[i] = runs
+            for r in set(runs):
+                shared[r] = shared.get(r, 0) + 1
+        for i, runs in literals.items():
+            if not runs:
                 self._regex_always.append(i)
-        else:
-            self._tri_case.add(i, literal)
+                continue
+            best = min(runs, key=lambda r: (shared[r], -len(r)))
+            index = self._lit_icase if self._regex[i].flags & re.IGNORECASE else self._lit_case
+            index.add(i, best)
+        for index in (self._lit_icase, self._lit_case):
+            if index:
+                index.build()
 
     def candidates(self, text: str, command: Command | None) -> list[int]:
         """Indices of rules that may match ``text``, in file order."""
@@ -217,13 +224,13 @@ class Router:
 
     def _regex_candidates(self, text: str, found: set[int]) -> None:
         found.update(self._regex_always)
-        if self._tri_icase:
+        if self._lit_icase:
             # Under re.IGNORECASE exactly four non-ASCII letters match ASCII ones
             # (İ ı ſ K); map them first so the pre-filter never rejects a true match.
             low = (text if text.isascii() else text.translate(_ASCII_FOLDS)).lower()
-            self._tri_icase.find(low, found)
-        if self._tri_case:
-            self._tri_case.find(text, found)
+            self._lit_icase.find(low, found)
+        if self._lit_case:
+            self._lit_case.find(text, found)
 
     def hit(self, index: int, text: str, command: Command | None) -> Hit | None:
         """Confirm rule ``index`` against ``text``; regex rules run their pattern here."""
@@ -237,4 +244,4 @@ class Router:
         return Hit(index, groups, command.args if command else "")
 
 
-__all__ = ["Command", "Hit", "Router", "Trigger", "fold", "parse_command", "required_literal"]
+__all__ = ["Command", "Hit", "Router", "Trigger", "fold", "parse_command", "required_literal", "required_literals"]
