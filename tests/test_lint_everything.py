@@ -247,6 +247,25 @@ def test_attribute_typos_on_the_objects_templates_see(tmp_path, capsys):
     ]
 
 
+def test_a_schedule_entry_reading_event_data_it_never_has(tmp_path, capsys):
+    f = tmp_path / "cron.yaml"
+    f.write_text(
+        "persona: c\nname: C\nschedule:\n"
+        "  - cron: '0 * * * *'\n    event: tick\n    say: 'At {{ event.at }}, {{ event.name }}: {{ event.site }}'\n"
+        "  - cron: '0 * * * *'\n    if: event.nmae == 'x'\n    say: ok\n"
+        "events:\n  tick: {say: '{{ event.site }}'}\n"  # a tick raised otherwise may carry data
+    )
+    assert lint_lines(capsys, f) == (
+        1,
+        [
+            f"{at(f, 6, 'site')}: schedule[0].say: a scheduled event has no data:"
+            " 'event' has no attribute 'site' (it has: at, name)",
+            f"{at(f, 8, 'nmae')}: schedule[1].if: a scheduled event has no data:"
+            " 'event' has no attribute 'nmae' (did you mean 'name'?)",
+        ],
+    )
+
+
 def test_a_regex_without_named_groups_says_how_to_name_one(tmp_path, capsys):
     f = tmp_path / "g.yaml"
     f.write_text("persona: g\nname: G\nreplies:\n  - when: {regex: 'ab+'}\n    say: '{{ match.x }}'\n")

@@ -43,6 +43,8 @@ OBJECT_KEYS: dict[str, frozenset[str]] = {
     "persona": frozenset({"id", "name", "description", "locale"}),
     "now": frozenset(n for n in dir(datetime) if not n.startswith("_")),
 }
+#: What ``event`` holds in a schedule entry: the runtime raises its tick without data.
+_SCHEDULE_EVENT_KEYS = frozenset({"name", "at"})
 #: What ``.name`` also finds on a dict: Jinja looks up attributes before keys.
 _DICT_METHODS = frozenset({"get", "items", "keys", "values", "copy"})
 
@@ -295,6 +297,8 @@ class _Compiler:
         self.phrase_names = set(spec.phrases)
         # The named groups of the regex of the reply being compiled (None: unknown, not checked).
         self.match_groups: frozenset[str] | None = None
+        # The keys of ``event`` when they are known (a schedule's tick carries no data); None: any.
+        self.event_keys: frozenset[str] | None = None
 
     def error(self, path: DataPath, message: str, **kw: Any) -> None:
         self.diags.append(self.src.diagnostic(path, message, **kw))
@@ -413,6 +417,11 @@ class _Compiler:
                     else " (name a group with (?P<name>...))"
                 )
                 message = f"the regex has no group named '{attr}'{hint}"
+            elif name == "event" and self.event_keys is not None:
+                if attr in self.event_keys or (not item and attr in _DICT_METHODS):
+                    continue
+                hint = did_you_mean(attr, self.event_keys) or f" (it has: {', '.join(sorted(self.event_keys))})"
+                message = f"a scheduled event has no data: 'event' has no attribute '{attr}'{hint}"
             elif name in OBJECT_KEYS:
                 keys = OBJECT_KEYS[name]
                 if attr in keys or (not item and name != "now" and attr in _DICT_METHODS) or attr.startswith("_"):
@@ -566,7 +575,9 @@ class _Compiler:
             zone(entry.timezone)
         except CronError as exc:
             self.error((*path, "timezone"), str(exc))
+        self.event_keys = _SCHEDULE_EVENT_KEYS
         action = self.action(entry, path, f"schedule[{i}]", "event")
+        self.event_keys = None
         return Scheduled(entry.cron, entry.event or "schedule", action, entry.timezone)
 
 
