@@ -307,6 +307,8 @@ def test_default_bot_toml_runs_with_no_token(tmp_path):
 )
 def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
     (tmp_path / "bot.toml").write_text(toml.replace("P/", f"{persona_dir}/"))
+    # Only the problem under test: the timeline file named exists (a missing one is reported too).
+    (tmp_path / "x.yaml").write_text("timeline: x\nevents: []\n")
     r = personae("run", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.startswith(f"error: {message}")

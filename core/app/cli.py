@@ -123,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_diagnostics(exc.diagnostics)
         return 1
     except ConfigError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        # One line per problem: a bot.toml reports all of its problems at once.
+        sys.stderr.writelines(f"error: {line}\n" for line in str(exc).splitlines() or [""])
         return 1
 
 
@@ -211,6 +212,12 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     from .chat import ChatSession
 
     personas = load_personas(args.personas or ["personas"])
+    from ..language.lint import refusals
+
+    # What lint rejects across files (an emit loop) is refused here too, with the same lines.
+    refused = refusals(personas.values())
+    if refused:
+        raise PersonaeError(refused)
     if args.persona not in personas:
         hint = did_you_mean(args.persona, personas) or f" (known: {', '.join(sorted(personas)) or 'none'})"
         raise ConfigError(f"unknown persona '{args.persona}'{hint}")

@@ -150,14 +150,17 @@ def build_adapters(
                 f"--adapter: no adapter named '{wanted}' in {config.path}{did_you_mean(wanted, names)}"
                 f" (known: {', '.join(names) or 'none'})"
             )
+    unknown = [
+        config.error(("adapters", i, "persona"), f"unknown persona '{e.persona}'{did_you_mean(e.persona, personas)}")
+        for i, e in enumerate(config.model.adapters)
+        if e.persona not in personas and not (only and names[i] not in only)
+    ]
+    if unknown:
+        raise ConfigError("\n".join(map(str, unknown)))
     for i, entry in enumerate(config.model.adapters):
         name = names[i]
         if only and name not in only:
             continue
-        if entry.persona not in personas:
-            raise config.error(
-                ("adapters", i, "persona"), f"unknown persona '{entry.persona}'{did_you_mean(entry.persona, personas)}"
-            )
         try:
             cls = adapter_class(entry.type)
         except ConfigError as exc:
@@ -393,7 +396,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from .replay import Progress, live, new_run_id, replay
     from .runtime import Bot, BotOptions, Commands, watch_files
 
-    config = load_config(args.config)
+    config = load_config(args.config, files=True)
     bot_cfg = config.model.bot
     personas = load_personas(config.persona_paths())
     if not personas:

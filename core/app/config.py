@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ..language.errors import ConfigError, did_you_mean, format_path
+from ..language.errors import ConfigError, Diagnostic, did_you_mean, format_path
 
 BUILTIN_ADAPTERS = {
     "console": "personae.adapters.console:ConsoleAdapter",
@@ -103,6 +104,18 @@ class BotConfig(_Model):
 
 def adapter_class(kind: str) -> type[Any]:
     """Find the adapter class for ``type = kind`` (entry points first, then built-ins)."""
+    target = _adapter_target(kind)
+    try:
+        return _import(target)
+    except ImportError as exc:
+        extra = kind if kind in ("telegram", "discord") else "all"
+        raise ConfigError(
+            f"adapter '{kind}' needs extra packages: pip install 'personae[{extra}]' ({exc.name} is missing)"
+        ) from None
+
+
+def _adapter_target(kind: str) -> str:
+    """``module:Class`` of adapter type ``kind``; :class:`ConfigError` for an unknown type."""
     target = None
     for ep in metadata.entry_points(group="personae.adapters"):
         if ep.name == kind:
@@ -112,17 +125,14 @@ def adapter_class(kind: str) -> type[Any]:
     if target is None:
         known = sorted({*BUILTIN_ADAPTERS, *(ep.name for ep in metadata.entry_points(group="personae.adapters"))})
         raise ConfigError(f"unknown adapter type '{kind}'{did_you_mean(kind, known)} (known: {', '.join(known)})")
-    module, _, attr = target.partition(":")
+    return target
+
+
+def _import(target: str) -> type[Any]:
     import importlib
 
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        extra = kind if kind in ("telegram", "discord") else "all"
-        raise ConfigError(
-            f"adapter '{kind}' needs extra packages: pip install 'personae[{extra}]' ({exc.name} is missing)"
-        ) from None
-    cls: type[Any] = getattr(mod, attr)
+    module, _, attr = target.partition(":")
+    cls: type[Any] = getattr(importlib.import_module(module), attr)
     return cls
 
 
@@ -172,8 +182,11 @@ class Config:
         return value
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate ``bot.toml``."""
+def load_config(path: str | Path, *, files: bool = False) -> Config:
+    """Read and validate ``bot.toml``; :class:`ConfigError` with every problem found.
+
+    With ``files``, the timeline files it names must exist too.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -181,32 +194,125 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: no such file (see README, 'Running bots: bot.toml'; or pass --config)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
-    return parse_config(text, p)
+    return parse_config(text, p, files=files)
 
 
-def parse_config(text: str, path: Path) -> Config:
-    """Validate TOML text as a bot configuration."""
+def parse_config(text: str, path: Path, *, files: bool = False) -> Config:
+    """Validate TOML text as a bot configuration; :class:`ConfigError` with every problem found."""
+    config, problems = _check(text, path, files=files)
+    if problems or config is None:
+        raise ConfigError("\n".join(map(str, problems)))
+    return config
+
+
+def config_problems(path: Path) -> list[Diagnostic]:
+    """Every problem of the ``bot.toml`` at ``path`` (``personae lint``), as diagnostics."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]
+    return [p.diagnostic() for p in _check(text, path, files=True)[1]]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in ``bot.toml``: where (line found by searching the text), which key, what."""
+
+    file: Path
+    line: int | None
+    column: int
+    key: tuple[str | int, ...]
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return f"{where}: {format_path(self.key)}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def diagnostic(self) -> Diagnostic:
+        """As a lint :class:`Diagnostic` (``file:line:col``)."""
+        return Diagnostic(str(self.file), self.line or 1, self.column, format_path(self.key), self.message)
+
+
+def _problem(text: str, path: Path, key: tuple[str | int, ...], message: str) -> ConfigProblem:
+    line = toml_line(text, key)
+    column = 1
+    if line:
+        row = text.splitlines()[line - 1]
+        column = len(row) - len(row.lstrip()) + 1
+    return ConfigProblem(path, line, column, key, message)
+
+
+def _check(text: str, path: Path, *, files: bool) -> tuple[Config | None, list[ConfigProblem]]:
+    """The configuration (when valid) and every problem: each section is checked whatever the others hold."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"{path}:{m.group(1)}:{m.group(2)}" if m else str(path)
-        raise ConfigError(f"{where}: invalid TOML: {str(exc).split(' (at line')[0]}") from None
+        line, column = (int(m.group(1)), int(m.group(2))) if m else (None, 1)
+        return None, [_TomlProblem(path, line, column, (), f"invalid TOML: {str(exc).split(' (at line')[0]}")]
+    problems: list[ConfigProblem] = []
+    config: Config | None = None
     try:
-        model = BotConfig.model_validate(data)
+        config = Config(path, BotConfig.model_validate(data), text)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        cfg = Config(path, BotConfig(), text)
-        if err["type"] == "extra_forbidden":
-            parent = _model_for(loc[:-1])
-            hint = did_you_mean(str(loc[-1]), _keys(parent)) if parent else ""
-            raise cfg.error(loc, f"unknown key '{loc[-1]}'{hint}") from None
-        if err["type"] == "missing":
-            raise cfg.error(loc[:-1], f"missing required key '{loc[-1]}'") from None
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise cfg.error(loc, msg) from None
-    return Config(path, model, text)
+        for err in exc.errors(include_url=False):
+            loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+            if err["type"] == "extra_forbidden":
+                parent = _model_for(loc[:-1])
+                hint = did_you_mean(str(loc[-1]), _keys(parent)) if parent else ""
+                problems.append(_problem(text, path, loc, f"unknown key '{loc[-1]}'{hint}"))
+            elif err["type"] == "missing":
+                problems.append(_problem(text, path, loc[:-1], f"missing required key '{loc[-1]}'"))
+            else:
+                problems.append(_problem(text, path, loc, str(err["msg"]).removeprefix("Value error, ")))
+    adapters = data.get("adapters")
+    for i, entry in enumerate(adapters if isinstance(adapters, list) else []):
+        if isinstance(entry, dict):
+            problems += [_problem(text, path, ("adapters", i, k), m) for k, m in _adapter_problems(entry)]
+    timelines = data.get("timelines")
+    for i, entry in enumerate(timelines if isinstance(timelines, list) and files else []):
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(file, str):
+            resolved = Path(file) if Path(file).is_absolute() else path.parent.absolute() / file
+            if not resolved.exists():
+                problems.append(_problem(text, path, ("timelines", i, "file"), f"no such file: {resolved}"))
+    problems.sort(key=lambda p: p.line or 0)
+    return config, problems
+
+
+class _TomlProblem(ConfigProblem):
+    """Invalid TOML: tomllib gives the exact column, shown as ``file:line:col``."""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else str(self.file)
+        return f"{where}: {self.message}"
+
+
+def _adapter_problems(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """Unknown adapter type, unknown options: what is wrong in one ``[[adapters]]`` table on its own.
+
+    An adapter whose extra packages are missing is not a problem of the file:
+    it is reported when that adapter is built (another may be run alone).
+    """
+    kind = entry.get("type")
+    if not isinstance(kind, str):
+        return []
+    try:
+        target = _adapter_target(kind)
+    except ConfigError as exc:
+        return [("type", str(exc))]
+    try:
+        cls = _import(target)
+    except ImportError:
+        return []
+    names: frozenset[str] | None = cls.option_names
+    if names is None:
+        return []
+    return [
+        (key, f"unknown option '{key}' for {kind}{did_you_mean(key, names)}")
+        for key in entry
+        if key not in AdapterEntry.model_fields and key not in names
+    ]
 
 
 def _keys(model: type[BaseModel]) -> list[str]:

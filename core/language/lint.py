@@ -1,7 +1,8 @@
-"""``personae lint``: check persona scripts and timelines together.
+"""``personae lint``: check persona scripts, timelines and ``bot.toml`` together.
 
-Per-file problems are errors. Cross-file checks are warnings: a timeline
-event no persona handles, a persona event nothing raises. An ``emit`` cycle
+Every problem of every file is reported in one run. Per-file problems are
+errors. Cross-file checks are warnings: a timeline event no persona handles,
+a persona event nothing raises. An ``emit`` cycle
 with no condition anywhere on it is an error (it could only end at the depth
 bound); a conditional one is a warning.
 """
@@ -16,11 +17,13 @@ from pathlib import Path
 from ..engine.persona import Persona
 from ..timing.timeline import Timeline, is_timeline, load_timeline, timeline_from_source
 from .errors import Diagnostic, PersonaeError, did_you_mean
-from .loader import compile_source, persona_files
+from .loader import check_source, persona_files
 from .source import load_yaml
 from .templates import Templates
 
 TIMELINE_SUFFIXES = (".csv", ".ics", ".ical")
+#: A ``bot.toml`` is linted when named (folders are not searched for it: pyproject.toml is TOML too).
+CONFIG_SUFFIX = ".toml"
 
 
 @dataclass
@@ -52,23 +55,39 @@ def expand(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def lint(paths: Sequence[str | Path]) -> LintResult:
-    """Lint every persona and timeline file under ``paths``."""
+    """Lint every persona, timeline and ``bot.toml`` file under ``paths``.
+
+    Every problem of every file is reported in one run: a file with schema
+    errors still has the parts that validate checked, and those parts take
+    part in the checks across files (the emit graph).
+    """
     result = LintResult()
     templates = Templates()
     first_file: dict[str, str] = {}
+    # Personas with errors still have edges in the emit graph; they are not "loaded".
+    checked: list[Persona] = []
     for path in expand(paths):
         result.files += 1
         try:
             if path.suffix.lower() in TIMELINE_SUFFIXES:
                 result.timelines.append(load_timeline(path))
                 continue
+            if path.suffix.lower() == CONFIG_SUFFIX:
+                result.diagnostics.extend(config_diagnostics(path))
+                continue
             source = load_yaml(path)
             if is_timeline(source.data):
                 result.timelines.append(timeline_from_source(source))
                 continue
-            persona = compile_source(source, templates=templates)
+            persona, diags = check_source(source, templates=templates)
         except PersonaeError as exc:
             result.diagnostics.extend(exc.diagnostics)
+            continue
+        result.diagnostics.extend(diags)
+        if persona is None:
+            continue
+        checked.append(persona)
+        if any(d.severity == "error" for d in diags):
             continue
         if persona.id in result.personas:
             result.diagnostics.append(
@@ -79,10 +98,25 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
             continue
         result.personas[persona.id] = persona
         first_file[persona.id] = persona.file
-    result.diagnostics.extend(emit_cycles(result.personas.values()))
-    if result.timelines and result.personas:
-        result.diagnostics.extend(cross_check(result.personas.values(), result.timelines))
+    result.diagnostics.extend(emit_cycles(checked))
+    if result.timelines and checked:
+        result.diagnostics.extend(cross_check(checked, result.timelines))
     return result
+
+
+def config_diagnostics(path: Path) -> list[Diagnostic]:
+    """The problems of a ``bot.toml``, all of them, as diagnostics."""
+    from ..app.config import config_problems  # the app layer, only for the files that need it
+
+    return config_problems(path)
+
+
+def refusals(personas: Iterable[Persona]) -> list[Diagnostic]:
+    """What ``lint`` rejects in personas that each loaded cleanly: checks across files.
+
+    ``personae chat`` refuses these too, so it never runs what lint rejects.
+    """
+    return [d for d in emit_cycles(personas) if d.severity == "error"]
 
 
 def _event_diag(persona: Persona, event: str, message: str, severity: str = "warning") -> Diagnostic:

@@ -6,11 +6,13 @@ of a file are reported together, never as a traceback.
 
 from __future__ import annotations
 
+import copy
 import operator
 import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,19 @@ CONTEXT_NAMES: dict[str, frozenset[str]] = {
     "event": _COMMON | {"event"},
 }
 _SET_KEY = re.compile(r"^(chat\.)?([A-Za-z_][A-Za-z0-9_]*)$")
+
+#: The keys of the fixed objects templates see (the engine builds them as dicts), for attribute typos.
+OBJECT_KEYS: dict[str, frozenset[str]] = {
+    "user": frozenset({"id", "name", "username"}),
+    "message": frozenset({"text", "args"}),
+    "chat": frozenset({"id", "type", "title", "state"}),
+    "persona": frozenset({"id", "name", "description", "locale"}),
+    "now": frozenset(n for n in dir(datetime) if not n.startswith("_")),
+}
+#: What ``event`` holds in a schedule entry: the runtime raises its tick without data.
+_SCHEDULE_EVENT_KEYS = frozenset({"name", "at"})
+#: What ``.name`` also finds on a dict: Jinja looks up attributes before keys.
+_DICT_METHODS = frozenset({"get", "items", "keys", "values", "copy"})
 
 
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -82,6 +97,76 @@ def validate(source: Source, model: type[BaseModel]) -> BaseModel:
     except ValidationError as exc:
         diags = [_diagnostic(source, model, err) for err in exc.errors(include_url=False)]
         raise PersonaeError(_dedupe(diags)) from None
+
+
+def _salvage(data: dict[Any, Any]) -> tuple[PersonaFile | None, dict[str, list[int]]]:
+    """The parts of an invalid persona that do validate, so their own checks still run.
+
+    Whatever pydantic rejects is pruned (the deepest part of each error's
+    location that exists), and validation is tried again, until the rest is
+    valid. The errors of these later rounds are artefacts of pruning, never
+    reported. Items of ``replies`` and ``schedule`` are set aside rather than
+    deleted, and the index of each kept item in the file is returned, so that
+    later diagnostics still point at ``replies[3]``, not at its new index.
+    """
+    work = copy.deepcopy(data)
+    dropped: dict[str, set[int]] = {"replies": set(), "schedule": set()}
+    for _ in range(_SALVAGE_ROUNDS):
+        view = dict(work)
+        kept: dict[str, list[int]] = {}
+        for section, gone in dropped.items():
+            items = work.get(section)
+            if isinstance(items, list):
+                kept[section] = [i for i in range(len(items)) if i not in gone]
+                view[section] = [items[i] for i in kept[section]]
+        try:
+            spec = PersonaFile.model_validate(view)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc: DataPath = tuple(p for p in err["loc"] if isinstance(p, str | int))
+                if len(loc) > 1 and loc[0] in kept and isinstance(loc[1], int) and loc[1] < len(kept[str(loc[0])]):
+                    loc = (loc[0], kept[str(loc[0])][loc[1]], *loc[2:])
+                _prune(work, loc, dropped)
+            continue
+        return spec, kept
+    return None, {}
+
+
+#: Each round prunes at least one part; a file has few levels of nesting.
+_SALVAGE_ROUNDS = 16
+#: Stand-ins for required top-level values that are missing or invalid.
+_PLACEHOLDERS: dict[str, str] = {"persona": "unnamed", "name": "unnamed"}
+
+
+def _prune(work: dict[Any, Any], loc: DataPath, dropped: dict[str, set[int]]) -> None:
+    """Remove from ``work`` the deepest part of ``loc`` that exists (see :func:`_salvage`)."""
+    if loc and loc[0] in _PLACEHOLDERS and (len(loc) == 1 or loc[0] not in work):
+        work[loc[0]] = _PLACEHOLDERS[str(loc[0])]
+        return
+    node: Any = work
+    found: DataPath = ()
+    for part in loc:
+        if not _holds(node, part):
+            break
+        node = node[part]
+        found = (*found, part)
+    # Deleting an item of a nested list would shift the indices its neighbours are reported at.
+    while len(found) > 2 and isinstance(found[-1], int):
+        found = found[:-1]
+    if len(found) == 2 and found[0] in dropped and isinstance(found[1], int):
+        dropped[str(found[0])].add(found[1])
+    elif found:
+        parent: Any = work
+        for part in found[:-1]:
+            parent = parent[part]
+        if isinstance(parent, dict):
+            del parent[found[-1]]
+
+
+def _holds(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _dedupe(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -192,15 +277,28 @@ def _inner_model(annotation: Any, depth: int = 0) -> tuple[type[BaseModel] | Non
 class _Compiler:
     """Compiles one validated persona file, collecting diagnostics."""
 
-    def __init__(self, source: Source, spec: PersonaFile, templates: Templates, prefixes: str) -> None:
+    def __init__(
+        self,
+        source: Source,
+        spec: PersonaFile,
+        templates: Templates,
+        prefixes: str,
+        indices: dict[str, list[int]] | None = None,
+    ) -> None:
         self.src = source
         self.spec = spec
+        # Where each reply and schedule entry is in the file (only some of them are in a salvaged spec).
+        self.indices = indices or {}
         self.tpl = templates
         self.prefixes = prefixes
         self.diags: list[Diagnostic] = []
         self.state_keys = set(spec.state)
         self.chat_keys = set(spec.chat_state)
         self.phrase_names = set(spec.phrases)
+        # The named groups of the regex of the reply being compiled (None: unknown, not checked).
+        self.match_groups: frozenset[str] | None = None
+        # The keys of ``event`` when they are known (a schedule's tick carries no data); None: any.
+        self.event_keys: frozenset[str] | None = None
 
     def error(self, path: DataPath, message: str, **kw: Any) -> None:
         self.diags.append(self.src.diagnostic(path, message, **kw))
@@ -210,7 +308,8 @@ class _Compiler:
     def text(self, source: str, path: DataPath, context: str) -> Text | None:
         try:
             ast = self.tpl.parse(source)
-            if not self._check_ast(ast, path, context):
+            checks = [self._check_ast(ast, path, context), self._check_objects(ast, source, path, context)]
+            if not all(checks):
                 return None
             return self.tpl.text(source, ast)
         except TemplateSyntaxError as exc:
@@ -229,7 +328,8 @@ class _Compiler:
         try:
             ast = self.tpl.parse("{{ (" + source + ") }}")
             fn = self.tpl.expression(source)
-            return fn if self._check_ast(ast, path, context) else None
+            checks = [self._check_ast(ast, path, context), self._check_objects(ast, source, path, context)]
+            return fn if all(checks) else None
         except TemplateSyntaxError as exc:
             kind = "condition error" if isinstance(exc, TemplateAssertionError) else "condition syntax error"
             self.error(path, f"{kind}: {exc.message}")
@@ -289,6 +389,67 @@ class _Compiler:
                     ok = False
         return ok
 
+    def _check_objects(self, ast: nodes.Template, source: str, path: DataPath, context: str) -> bool:
+        """Attribute typos on the objects templates see (``user.nmae``), which otherwise fail only when rendered."""
+        ok = True
+        # A name the template binds itself ({% set %}, a loop or macro variable) is not the context's object.
+        bound = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            if isinstance(node, nodes.Getattr):
+                owner, attr, item = node.node, node.attr, False
+            elif (
+                isinstance(node, nodes.Getitem)
+                and isinstance(node.arg, nodes.Const)
+                and isinstance(node.arg.value, str)
+            ):
+                owner, attr, item = node.node, node.arg.value, True
+            else:
+                continue
+            if not isinstance(owner, nodes.Name) or owner.name in bound or owner.name not in CONTEXT_NAMES[context]:
+                continue
+            name = owner.name
+            if name == "match" and self.match_groups is not None:
+                if attr in self.match_groups or (not item and attr in _DICT_METHODS):
+                    continue
+                hint = did_you_mean(attr, self.match_groups) or (
+                    f" (its groups: {', '.join(sorted(self.match_groups))})"
+                    if self.match_groups
+                    else " (name a group with (?P<name>...))"
+                )
+                message = f"the regex has no group named '{attr}'{hint}"
+            elif name == "event" and self.event_keys is not None:
+                if attr in self.event_keys or (not item and attr in _DICT_METHODS):
+                    continue
+                hint = did_you_mean(attr, self.event_keys) or f" (it has: {', '.join(sorted(self.event_keys))})"
+                message = f"a scheduled event has no data: 'event' has no attribute '{attr}'{hint}"
+            elif name in OBJECT_KEYS:
+                keys = OBJECT_KEYS[name]
+                if attr in keys or (not item and name != "now" and attr in _DICT_METHODS) or attr.startswith("_"):
+                    continue  # an underscore name is the sandbox check's to report
+                hint = did_you_mean(attr, keys) or (f" (it has: {', '.join(sorted(keys))})" if name != "now" else "")
+                message = f"'{name}' has no attribute '{attr}'{hint}"
+            else:
+                continue
+            self.error(
+                path,
+                message,
+                line_offset=self._line(path, node.lineno),
+                column=self._column(path, source, name, attr),
+            )
+            ok = False
+        return ok
+
+    def _column(self, path: DataPath, source: str, name: str, attr: str) -> int | None:
+        # Jinja nodes carry a line, not a column: find the attribute in the text when it is on one line.
+        style = self.src.styles.get(path)
+        if "\n" in source or style not in (None, "'", '"'):
+            return None
+        n, a = re.escape(name), re.escape(attr)
+        m = re.search(rf"\b{n}\s*(?:\.\s*({a})\b|\[\s*['\"]({a})['\"])", source)
+        if m is None:
+            return None
+        return self.src.where(path).column + (1 if style else 0) + m.start(m.lastindex or 1)
+
     def say(self, values: Sequence[str] | None, path: DataPath, context: str) -> tuple[Text, ...]:
         out = []
         for i, value in enumerate(values or ()):
@@ -318,6 +479,11 @@ class _Compiler:
                 continue
             if scope == "chat" and context == "event":
                 self.error(kp, "an event has no chat: set persona state here, not 'chat.' keys", key=True)
+                continue
+            declared = (self.spec.chat_state if scope == "chat" else self.spec.state)[k]
+            problem = _set_mismatch(value, declared, self.tpl)
+            if problem:
+                self.error(kp, f"{problem} ('{k}' is declared as {_declared(declared)})")
                 continue
             compiled: Any = self.text(value, kp, context) if isinstance(value, str) else value
             assign.append(Assignment(scope, k, compiled))
@@ -366,13 +532,17 @@ class _Compiler:
         phrases = {k: self.say(v, ("phrases", k), "reply") for k, v in spec.phrases.items()}
         events = {k: self.action(v, ("events", k), f"events.{k}", "event") for k, v in spec.events.items()}
         triggers, replies = [], []
-        for i, rule in enumerate(spec.replies):
+        for i, rule in zip(self._index("replies", spec.replies), spec.replies, strict=True):
             path: DataPath = ("replies", i)
             triggers.append(self.trigger(rule, path))
             ctx = "regex" if rule.when.regex is not None else "reply"
+            self.match_groups = _group_names(rule.when.regex) if rule.when.regex is not None else None
             replies.append(self.action(rule, path, f"replies[{i}]", ctx))
+        self.match_groups = None
         fallback = self.action(spec.fallback, ("fallback",), "fallback", "reply") if spec.fallback else None
-        schedule = tuple(self.scheduled(e, i) for i, e in enumerate(spec.schedule))
+        schedule = tuple(
+            self.scheduled(e, i) for i, e in zip(self._index("schedule", spec.schedule), spec.schedule, strict=True)
+        )
         return Persona(
             id=spec.persona,
             name=spec.name,
@@ -390,6 +560,9 @@ class _Compiler:
             spec=spec,
         )
 
+    def _index(self, section: str, items: Sequence[object]) -> Sequence[int]:
+        return self.indices.get(section) or range(len(items))
+
     def scheduled(self, entry: ScheduleEntry, i: int) -> Scheduled:
         path: DataPath = ("schedule", i)
         from ..timing.cron import CronError, validate_cron, zone  # local: croniter only needed here
@@ -402,22 +575,129 @@ class _Compiler:
             zone(entry.timezone)
         except CronError as exc:
             self.error((*path, "timezone"), str(exc))
+        self.event_keys = _SCHEDULE_EVENT_KEYS
         action = self.action(entry, path, f"schedule[{i}]", "event")
+        self.event_keys = None
         return Scheduled(entry.cron, entry.event or "schedule", action, entry.timezone)
+
+
+#: The strings the engine reads as a boolean when ``set`` stores one (any other reads as false).
+_BOOL_WORDS = frozenset({"1", "true", "yes", "on", "0", "false", "no", "off"})
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _converts(text: str, kind: type) -> bool:
+    """Whether the engine can store rendered ``text`` in state declared of type ``kind``."""
+    if kind is bool:
+        return text.strip().lower() in _BOOL_WORDS
+    try:
+        if kind is int:
+            int(float(text))  # what the engine stores: "3.0" is fine, "inf" is not
+        elif kind is float:
+            float(text)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def _template_shape(source: str, templates: Templates, stand_in: str) -> str | None:
+    """What a template renders, with each ``{{ expression }}`` as ``stand_in``; None if not that simple."""
+    try:
+        ast = templates.parse(source)
+    except TemplateSyntaxError:
+        return None  # reported where the template is compiled
+    if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
+        return None
+    parts = []
+    for node in ast.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append(node.data)
+        elif isinstance(node, nodes.Const) and isinstance(node.value, str | int | float):
+            parts.append(str(node.value))
+        else:
+            parts.append(stand_in)
+    return "".join(parts)
+
+
+def _set_mismatch(value: Any, declared: Any, templates: Templates) -> str | None:
+    """Why ``set`` cannot store ``value`` in state declared as ``declared``, or ``None``.
+
+    A string is what a template renders: the engine converts it to a declared
+    number (failing at run time when it cannot) or boolean (reading anything
+    unknown as false). A template is judged by its constant text with each
+    ``{{ }}`` taken as a number, so ``"{{ n }} items"`` is refused for an
+    integer while ``"{{ n + 1 }}"`` is not.
+    """
+    if declared is None:
+        return None
+    kind = type(declared)
+    if isinstance(value, str):
+        if kind is str:
+            return None
+        if "{" not in value:
+            return None if _converts(value, kind) else f"'{value}' is not {_KIND_WORDS[kind]}"
+        shape = _template_shape(value, templates, "1" if kind is bool else "0")
+        constant = _template_shape(value, templates, "")
+        if shape is None or constant is None or not constant.strip() or _converts(shape, kind):
+            return None  # nothing but expressions: only their values decide
+        return f"'{value}' never renders {_KIND_WORDS[kind]}"
+    fits = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str | int | float) and not isinstance(value, bool),
+    }[kind]
+    return None if fits or value is None else f"expected {_KIND_WORDS[kind]}, found {_kind(value)}"
+
+
+def _declared(value: Any) -> str:
+    return _KIND_WORDS.get(type(value), type(value).__name__)
+
+
+def _group_names(pattern: str) -> frozenset[str] | None:
+    """The named groups of ``pattern``, which ``match`` holds; ``None`` when Python's ``re`` cannot tell."""
+    try:
+        return frozenset(re.compile(pattern).groupindex)
+    except (re.error, RecursionError, OverflowError):
+        return None
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def compile_source(source: Source, *, templates: Templates | None = None, prefixes: str = "/!") -> Persona:
-    """Validate and compile one parsed persona document."""
-    spec = validate(source, PersonaFile)
-    assert isinstance(spec, PersonaFile)
-    compiler = _Compiler(source, spec, templates or Templates(), prefixes)
+def check_source(
+    source: Source, *, templates: Templates | None = None, prefixes: str = "/!"
+) -> tuple[Persona | None, list[Diagnostic]]:
+    """Every problem of one parsed persona document, and the persona as far as it compiles.
+
+    A schema error does not stop the other checks: the parts of the file that
+    do validate are compiled too (their regexes, templates and emits checked),
+    so one run reports everything. The persona returned alongside errors is
+    only fit for further checks (``lint``'s emit graph), never to run.
+    """
+    if not isinstance(source.data, dict):
+        kind = type(source.data).__name__
+        return None, [source.diagnostic((), f"expected a mapping of keys at the top level, found {kind}")]
+    diags: list[Diagnostic] = []
+    indices: dict[str, list[int]] = {}
+    try:
+        spec: PersonaFile | None = PersonaFile.model_validate(source.data)
+    except ValidationError as exc:
+        diags = [_diagnostic(source, PersonaFile, err) for err in exc.errors(include_url=False)]
+        spec, indices = _salvage(source.data)
+    if spec is None:
+        return None, _dedupe(diags)
+    compiler = _Compiler(source, spec, templates or Templates(), prefixes, indices)
     persona = compiler.compile()
-    errors = [d for d in compiler.diags if d.severity == "error"]
-    if errors:
-        raise PersonaeError(_dedupe(errors))
+    return persona, _dedupe([*diags, *compiler.diags])
+
+
+def compile_source(source: Source, *, templates: Templates | None = None, prefixes: str = "/!") -> Persona:
+    """Validate and compile one parsed persona document; :class:`PersonaeError` with every problem."""
+    persona, diags = check_source(source, templates=templates, prefixes=prefixes)
+    errors = [d for d in diags if d.severity == "error"]
+    if errors or persona is None:
+        raise PersonaeError(errors)
     return persona
 
 
