@@ -352,3 +352,27 @@ def test_replay_bad_arguments(persona_dir, timeline, tmp_path):
         "replay", str(timeline), "--personas", str(persona_dir), "--resume", "nope", "--db", str(tmp_path / "r.db")
     )
     assert r.returncode == 1 and "no replay run 'nope'" in r.stderr
+
+
+def test_paths_in_bot_toml_are_relative_to_its_folder_and_errors_show_where(persona_dir, tmp_path):
+    # Run from another folder: persona globs and timeline files are read next to bot.toml,
+    # and a path that finds nothing is shown resolved, so the operator sees where it looked.
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "personas").mkdir()
+    (conf / "personas" / "lander.yaml").write_text((persona_dir / "lander.yaml").read_text())
+    (conf / "bot.toml").write_text(
+        '[bot]\npersonas = ["personas/*.yaml"]\ndatabase = "bot.db"\n'
+        '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = false\n'
+        '[[timelines]]\nfile = "missing.yaml"\n'
+    )
+    r = personae("run", "--config", "conf/bot.toml", cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"no such file: {conf / 'missing.yaml'}" in r.stderr
+    (conf / "bot.toml").write_text(
+        '[bot]\npersonas = ["personaz/*.yaml"]\ndatabase = "bot.db"\n'
+        '[[adapters]]\ntype = "console"\npersona = "lander"\n'
+    )
+    r = personae("run", "--config", "conf/bot.toml", cwd=tmp_path)
+    assert r.returncode == 1
+    assert f"no personas found in {conf / 'personaz'}/*.yaml (paths are relative to bot.toml)" in r.stderr

@@ -400,7 +400,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     bot_cfg = config.model.bot
     personas = load_personas(config.persona_paths())
     if not personas:
-        raise ConfigError(f"{config.path}: no personas found in {', '.join(bot_cfg.personas)}")
+        # Paths in bot.toml are relative to its folder: show where they were looked for.
+        where = ", ".join(str(Path(p).absolute()) for p in config.persona_paths())
+        raise ConfigError(f"{config.path}: bot.personas: no personas found in {where} (paths are relative to bot.toml)")
     if not config.model.adapters:
         raise ConfigError(f'{config.path}: no [[adapters]]: add at least one (type = "console" needs no token)')
     adapters = build_adapters(config, personas)
