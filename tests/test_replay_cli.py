@@ -30,7 +30,7 @@ def personae(*args: str, cwd: Path | None = None, stdin: str = "", timeout: floa
 
 def synthetic_timeline(path: Path, n: int, *, step_minutes: int = 1) -> Path:
     start = datetime(2014, 11, 12, tzinfo=UTC)
-    lines = ["timeline: synth", "events:"]
+    lines = ["timeline: synth", "cast: [lander, orbiter]", "events:"]
     for i in range(n):
         at = (start + timedelta(minutes=step_minutes * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = "touchdown" if i % 2 == 0 else "drain"
@@ -316,15 +316,15 @@ def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
 def test_a_timeline_event_nobody_handles_is_refused_before_playing(persona_dir, tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text(
-        "timeline: t\nevents:\n"
+        "timeline: t\ncast: [lander, orbiter]\nevents:\n"
         "  - {at: 2014-11-12T10:00:00Z, event: touchdwon, data: {site: A}}\n"
         "  - {at: 2014-11-12T11:00:00Z, event: drain, persona: landr}\n"
     )
     r = personae("replay", str(bad), "--personas", str(persona_dir), "--speed", "max", "--dry-run")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.splitlines() == [
-        f"{bad}:3:5: events[0].event: no loaded persona handles event 'touchdwon' (did you mean 'touchdown'?)",
-        f"{bad}:4:5: events[1].persona: unknown persona 'landr' (did you mean 'lander'?)",
+        f"{bad}:4:5: events[0].event: no loaded persona handles event 'touchdwon' (did you mean 'touchdown'?)",
+        f"{bad}:5:5: events[1].persona: unknown persona 'landr' (did you mean 'lander'?)",
     ]
     (tmp_path / "bot.toml").write_text(
         f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'
