@@ -179,7 +179,7 @@ def test_replay_refuses_a_timeline_without_cast_and_says_what_to_add(persona_dir
     r = personae("replay", str(t), "--personas", str(persona_dir), "--speed", "max", "--dry-run")
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr == (
-        f"{t}:1:1: cast: timeline 't' has no cast: add 'cast: [lander]' (only the cast hears its events, "
+        f"{t}:1:1: timeline 't' has no cast: add 'cast: [lander]' (only the cast hears its events, "
         "so adding a persona never changes it), or name the persona of every event\n"
     )
 

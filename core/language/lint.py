@@ -145,7 +145,7 @@ def cast_problems(personas: Mapping[str, Persona], timeline: Timeline) -> list[D
             "(only the cast hears its events, so adding a persona never changes it), "
             "or name the persona of every event"
         )
-        return [Diagnostic(timeline.file, 1, 1, "cast", message)]
+        return [Diagnostic(timeline.file, 1, 1, "", message)]
     if not personas:
         return []
     out: list[Diagnostic] = []
