@@ -227,6 +227,11 @@ def test_cast_in_csv_and_icalendar(write):
     assert load_timeline(csv).events[0].to_event("c").cast == {"lander", "orbiter"}
     named = write("n.csv", "2014-11-12T10:00:00Z,touchdown,lander,site=A\n2014-11-12T11:00:00Z,landed,orbiter\n")
     assert load_timeline(named).members == {"lander", "orbiter"}
+    # A persona an event names joins the cast.
+    joined = write(
+        "j.csv", "# cast: lander\n2014-11-12T10:00:00Z,touchdown,,site=A\n2014-11-12T11:00:00Z,landed,orbiter\n"
+    )
+    assert load_timeline(joined).members == {"lander", "orbiter"}
     uncast = write("u.csv", "2014-11-12T10:00:00Z,touchdown,lander\n2014-11-12T11:00:00Z,landed\n")
     assert load_timeline(uncast).members is None
     ics = write(
