@@ -28,9 +28,9 @@ def personae(*args: str, cwd: Path | None = None, stdin: str = "", timeout: floa
     )
 
 
-def synthetic_timeline(path: Path, n: int, *, step_minutes: int = 1) -> Path:
+def synthetic_timeline(path: Path, n: int, *, step_minutes: int = 1, cast: str = "lander, orbiter") -> Path:
     start = datetime(2014, 11, 12, tzinfo=UTC)
-    lines = ["timeline: synth", "events:"]
+    lines = ["timeline: synth", f"cast: [{cast}]", "events:"]
     for i in range(n):
         at = (start + timedelta(minutes=step_minutes * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = "touchdown" if i % 2 == 0 else "drain"
@@ -191,7 +191,7 @@ def test_run_at_max_speed_stops_scheduled_posts_when_the_timeline_ends(tmp_path)
         "replies:\n  - when: {command: status}\n    say: 'Fine.'\n"
         "schedule:\n  - cron: '0 0 * * *'\n    event: tick\n    say: 'Tick {{ now.year }}.'\n"
     )
-    tl = synthetic_timeline(tmp_path / "t.yaml", 2, step_minutes=60 * 24 * 3)  # events 3 days apart
+    tl = synthetic_timeline(tmp_path / "t.yaml", 2, step_minutes=60 * 24 * 3, cast="lander")  # events 3 days apart
     (tmp_path / "bot.toml").write_text(
         f'[bot]\npersonas = ["{tmp_path}/p/*.yaml"]\ndatabase = "bot.db"\n'
         '[[adapters]]\ntype = "console"\npersona = "lander"\ninput = true\n'
@@ -318,15 +318,15 @@ def test_bad_bot_toml(persona_dir, tmp_path, toml, message):
 def test_a_timeline_event_nobody_handles_is_refused_before_playing(persona_dir, tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text(
-        "timeline: t\nevents:\n"
+        "timeline: t\ncast: [lander, orbiter]\nevents:\n"
         "  - {at: 2014-11-12T10:00:00Z, event: touchdwon, data: {site: A}}\n"
         "  - {at: 2014-11-12T11:00:00Z, event: drain, persona: landr}\n"
     )
     r = personae("replay", str(bad), "--personas", str(persona_dir), "--speed", "max", "--dry-run")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.splitlines() == [
-        f"{bad}:3:5: events[0].event: no loaded persona handles event 'touchdwon' (did you mean 'touchdown'?)",
-        f"{bad}:4:5: events[1].persona: unknown persona 'landr' (did you mean 'lander'?)",
+        f"{bad}:4:5: events[0].event: no loaded persona handles event 'touchdwon' (did you mean 'touchdown'?)",
+        f"{bad}:5:5: events[1].persona: unknown persona 'landr' (did you mean 'lander'?)",
     ]
     (tmp_path / "bot.toml").write_text(
         f'[bot]\npersonas = ["{persona_dir}/*.yaml"]\ndatabase = "bot.db"\n'

@@ -97,7 +97,7 @@ async def replay(
     if resume_at is not None:
         bot.engine.log_from = max(resume_at, bot.engine.log_from or resume_at)
     if schedules and events:
-        bot.start_schedules(after=events[0].at)
+        bot.start_schedules(after=events[0].at, cast=timeline.members)
 
     first = bot.scheduler.reserve(len(events))
 

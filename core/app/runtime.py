@@ -148,6 +148,8 @@ class Bot:
         self._flush_lock = asyncio.Lock()
         self._schedules_on = False
         self._cron: dict[tuple[str, int], Handle] = {}
+        #: Whose cron entries run, and whom their emits reach (a replayed timeline's cast; ``None``: all).
+        self._schedule_cast: frozenset[str] | None = None
         #: Seconds queued rows may wait to be written together (0: next loop turn).
         self.linger = 0.0
         #: Called after each outbox write, with the mission time of the last message written.
@@ -229,11 +231,18 @@ class Bot:
         if schedules:
             self.start_schedules()
 
-    def start_schedules(self, after: datetime | None = None) -> None:
-        """Put every persona's cron entries on the scheduler (again: the previous ones are taken off)."""
+    def start_schedules(self, after: datetime | None = None, *, cast: frozenset[str] | None = None) -> None:
+        """Put every persona's cron entries on the scheduler (again: the previous ones are taken off).
+
+        With ``cast`` (a replayed timeline's), only those personas' entries run, and what they
+        emit reaches only that cast: a persona outside the timeline never posts in its replay.
+        """
         self.stop_schedules()
         self._schedules_on = True
+        self._schedule_cast = cast
         for persona in self.engine.personas.values():
+            if cast is not None and persona.id not in cast:
+                continue
             for i in range(len(persona.schedule)):
                 self._next_cron(persona.id, i, after or self.clock.now())
 
@@ -259,7 +268,7 @@ class Bot:
             if p is not None and index < len(p.schedule):
                 s = p.schedule[index]
                 key = f"{self.options.run or 'live'}|cron:{persona_id}:{index}:{when.isoformat()}"
-                event = Event(s.event, when, {}, "schedule", persona_id, 0, key)
+                event = Event(s.event, when, {}, "schedule", persona_id, 0, key, self._schedule_cast)
                 await self.deliver(await self.engine.react(p, s.action, event))
             self._next_cron(persona_id, index, when)
 

@@ -10,7 +10,7 @@ import contextlib
 import functools
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -153,6 +153,19 @@ class Engine:
         """Ids of the personas with a reaction to ``event``."""
         return [p.id for p in self.personas.values() if event in p.events]
 
+    def audience(self, event: Event) -> list[Persona]:
+        """The personas ``event`` reaches, in load order: the one it names, else those of its cast.
+
+        Scoping is what keeps timelines apart: a persona outside a timeline's cast never
+        hears its events, nor the events their reactions emit, whatever it handles.
+        """
+        if event.persona is not None:
+            p = self.personas.get(event.persona)
+            return [p] if p is not None else []
+        if event.cast is None:
+            return list(self.personas.values())
+        return [p for p in self.personas.values() if p.id in event.cast]
+
     def speaks_on(self, persona: str) -> tuple[str, ...]:
         """Platforms ``persona`` is rendered for when it broadcasts."""
         return self.voices.get(persona) or tuple(self.platforms)
@@ -260,7 +273,7 @@ class Engine:
             self._log_in(incoming, now, None)
         if chosen.emit:
             assert ctx is not None
-            out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}"))
+            out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}", None))
         return out
 
     def _reply_context(
@@ -287,7 +300,7 @@ class Engine:
     # -- events
 
     async def dispatch(self, event: Event) -> list[Outgoing]:
-        """React to ``event`` with every persona that handles it (or only ``event.persona``)."""
+        """React to ``event`` with every persona of its :meth:`audience` that handles it."""
         if event.depth > self.max_depth:
             chain = event.key or event.name
             raise EngineError(f"emit chain deeper than {self.max_depth} at '{event.name}' ({chain}): is there a loop?")
@@ -307,14 +320,8 @@ class Engine:
                 self.run,
                 event.at.timestamp(),
             )
-        targets: Iterable[Persona]
-        if event.persona is not None:
-            p = self.personas.get(event.persona)
-            targets = [p] if p is not None else []
-        else:
-            targets = self.personas.values()
         out: list[Outgoing] = []
-        for persona in targets:
+        for persona in self.audience(event):
             action = persona.events.get(event.name)
             if action is None:
                 continue
@@ -362,7 +369,7 @@ class Engine:
             for o in out:
                 store.log_reaction("out", persona.id, o.platform, o.text, rule, seed, "ok", name, self.run, at)
         if action.emit:
-            out.extend(await self._emit(persona, action, ctx, event.depth, event.key or event.name))
+            out.extend(await self._emit(persona, action, ctx, event.depth, event.key or event.name, event.cast))
         return out
 
     def _event_context(self, persona: Persona, event: Event) -> dict[str, Any]:
@@ -391,8 +398,16 @@ class Engine:
         self.scheduler.call_at(when, fire)
 
     async def _emit(
-        self, persona: Persona, action: Action, ctx: dict[str, Any], depth: int, parent: str
+        self,
+        persona: Persona,
+        action: Action,
+        ctx: dict[str, Any],
+        depth: int,
+        parent: str,
+        cast: frozenset[str] | None,
     ) -> list[Outgoing]:
+        # An emitted event reaches the cast of the event that caused it (or the persona it
+        # names): a timeline's chain of reactions stays inside that timeline's cast.
         out: list[Outgoing] = []
         now = ctx["now"]
         for spec in action.emit:
@@ -402,7 +417,8 @@ class Engine:
                 self._problem(persona, action, str(exc))
                 continue
             at = now + spec.delay if spec.delay else now
-            ev = Event(spec.event, at, data, f"emit:{persona.id}", None, depth + 1, f"{parent}>{spec.event}")
+            key = f"{parent}>{spec.event}"
+            ev = Event(spec.event, at, data, f"emit:{persona.id}", spec.persona, depth + 1, key, cast)
             if spec.delay and self.scheduler is not None:
                 self._later_event(ev)
                 continue

@@ -74,12 +74,15 @@ class Event:
     at: datetime
     data: Mapping[str, Any] = field(default_factory=dict)
     source: str = "event"
-    #: Only this persona reacts when set; otherwise every persona handling ``name``.
+    #: Only this persona reacts when set; otherwise every persona of ``cast`` handling ``name``.
     persona: str | None = None
     #: How many ``emit`` hops led here; bounded by the engine.
     depth: int = 0
     #: Stable identity, used for idempotency keys in the outbox.
     key: str = ""
+    #: Who this event can reach: a timeline's cast, inherited by the events its reactions emit.
+    #: ``None`` (an admin ``/emit``, ``personae emit``, a reply's emit): every persona handling it.
+    cast: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

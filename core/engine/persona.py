@@ -14,11 +14,12 @@ from .router import Router
 
 @dataclass(frozen=True, slots=True)
 class EmitAction:
-    """Raise ``event`` with ``data`` (values may be templates), maybe later."""
+    """Raise ``event`` with ``data`` (values may be templates), maybe later; for ``persona`` only, if named."""
 
     event: str
     data: Mapping[str, Text | Any]
     delay: timedelta | None = None
+    persona: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,18 @@
 """``personae lint``: check persona scripts, timelines and ``bot.toml`` together.
 
 Every problem of every file is reported in one run. Per-file problems are
-errors. Cross-file checks are warnings: a timeline event no persona handles,
-a persona event nothing raises. An ``emit`` cycle
-with no condition anywhere on it is an error (it could only end at the depth
-bound); a conditional one is a warning.
+errors. Cross-file checks are warnings: a timeline event no persona handles, a
+persona event nothing raises, a timeline without a cast, a persona outside a
+timeline's cast handling the same event as its cast, an exact duplicate
+timeline row. An ``emit`` cycle with no condition anywhere on
+it is an error (it could only end at the depth bound); a conditional one is a warning.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,9 +101,88 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
         result.personas[persona.id] = persona
         first_file[persona.id] = persona.file
     result.diagnostics.extend(emit_cycles(checked))
+    for t in result.timelines:
+        result.diagnostics.extend(duplicate_rows(t))
+        result.diagnostics.extend(_warnings(cast_problems(result.personas, t)))
     if result.timelines and checked:
         result.diagnostics.extend(cross_check(checked, result.timelines))
+        result.diagnostics.extend(scope_clashes(checked, result.timelines))
+    if checked:
+        result.diagnostics.extend(emit_targets(checked))
     return result
+
+
+def _warnings(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    return [Diagnostic(d.file, d.line, d.column, d.path, d.message, "warning") for d in diagnostics]
+
+
+def _column(timeline: Timeline) -> int:
+    # A YAML event is a list item ("  - at: ..."); CSV rows and VEVENTs start at column 1.
+    return 5 if timeline.file.lower().endswith((".yaml", ".yml")) else 1
+
+
+def duplicate_rows(timeline: Timeline) -> list[Diagnostic]:
+    """Warnings for rows with the same time, event, persona and data as an earlier row: both play."""
+    first: dict[tuple[object, ...], int] = {}
+    out: list[Diagnostic] = []
+    for e in timeline.events:
+        key = (e.at, e.name, e.persona, json.dumps(e.data, sort_keys=True, default=repr))
+        line = first.setdefault(key, e.line)
+        if line != e.line:
+            out.append(
+                Diagnostic(
+                    timeline.file,
+                    e.line,
+                    _column(timeline),
+                    f"events[{e.index}]",
+                    f"same time, event, persona and data as line {line}: it will play twice",
+                    "warning",
+                )
+            )
+    return out
+
+
+def _cast_fix(timeline: Timeline, ids: Sequence[str]) -> str:
+    names = list(ids) or ["persona", "..."]
+    name = timeline.file.lower()
+    if name.endswith(".csv"):
+        return f"a line '# cast: {', '.join(names)}'"
+    if name.endswith((".ics", ".ical")):
+        return f"'X-PERSONAE-CAST:{','.join(names)}'"
+    return f"'cast: [{', '.join(names)}]'"
+
+
+def cast_problems(personas: Mapping[str, Persona], timeline: Timeline) -> list[Diagnostic]:
+    """What is wrong with who plays ``timeline``: no cast at all, a cast entry that is
+    not a loaded persona, an event that only personas outside the cast handle.
+    """
+    members = timeline.members
+    if members is None:
+        handlers = sorted({p.id for p in personas.values() for e in timeline.events if e.name in p.events})
+        message = (
+            f"timeline '{timeline.id}' has no cast: add {_cast_fix(timeline, handlers)} "
+            "(only the cast hears its events, so adding a persona never changes it), "
+            "or name the persona of every event"
+        )
+        return [Diagnostic(timeline.file, 1, 1, "", message)]
+    if not personas:
+        return []
+    out: list[Diagnostic] = []
+    for i, (pid, (line, column)) in enumerate(zip(timeline.cast or (), timeline.cast_at, strict=False)):
+        if pid not in personas:
+            hint = did_you_mean(pid, personas) or f" (loaded: {', '.join(sorted(personas))})"
+            out.append(Diagnostic(timeline.file, line, column, f"cast[{i}]", f"unknown persona '{pid}'{hint}"))
+    for e in timeline.events:
+        if e.persona is not None or any(e.name in p.events for p in personas.values() if p.id in members):
+            continue
+        outside = [p.id for p in personas.values() if e.name in p.events]
+        if outside:
+            message = (
+                f"no persona of the cast ({', '.join(sorted(members))}) handles event '{e.name}'; "
+                f"{', '.join(outside)} does: add it to the cast"
+            )
+            out.append(Diagnostic(timeline.file, e.line, _column(timeline), f"events[{e.index}].event", message))
+    return out
 
 
 def config_diagnostics(path: Path) -> list[Diagnostic]:
@@ -130,15 +211,25 @@ def _event_diag(persona: Persona, event: str, message: str, severity: str = "war
 
 def unplayable(personas: Iterable[Persona], timeline: Timeline) -> list[Diagnostic]:
     """Errors that make ``timeline`` wrong to play with ``personas``: an event no loaded
-    persona handles (most often a typo), an event for a persona that is not loaded.
+    persona handles (most often a typo), an event for a persona that is not loaded,
+    and the :func:`cast_problems` (a timeline without a cast cannot be played).
 
     ``personae lint`` reports these as warnings (a timeline may be linted apart from some
     of its personas); ``personae replay`` and ``personae run`` refuse to play them.
     """
     by_id = {p.id: p for p in personas}
     handled = sorted({name for p in by_id.values() for name in p.events})
-    out: list[Diagnostic] = []
+    out = cast_problems(by_id, timeline)
+    # An emit naming a persona that is not loaded would start to land once that persona is
+    # added, changing this timeline's transcript: refused, like an event naming one.
+    members = timeline.members
+    for p in by_id.values():
+        if members is None or p.id in members:
+            out.extend(d for d, unknown in _emit_targets(p, by_id) if unknown)
+    reported = {(d.line, d.path) for d in out}
     for e in timeline.events:
+        if (e.line, f"events[{e.index}].event") in reported:
+            continue
         if e.persona and e.persona not in by_id:
             hint = did_you_mean(e.persona, by_id) or f" (loaded: {', '.join(sorted(by_id))})"
             where, message = "persona", f"unknown persona '{e.persona}'{hint}"
@@ -190,6 +281,62 @@ def cross_check(personas: Iterable[Persona], timelines: Iterable[Timeline]) -> l
             if name not in raised:
                 out.append(_event_diag(p, name, f"no timeline, schedule or emit raises event '{name}'"))
     return out
+
+
+def scope_clashes(personas: Iterable[Persona], timelines: Iterable[Timeline]) -> list[Diagnostic]:
+    """Warnings where a persona outside a timeline's cast handles an event that cast handles.
+
+    Scoping keeps them apart (that timeline's event never reaches the outsider), which is
+    what an author adding a persona may not expect; and an admin ``/emit`` reaches both.
+    """
+    personas = list(personas)
+    timelines = [t for t in timelines if t.members is not None]
+    out: list[Diagnostic] = []
+    reported: set[tuple[str, str]] = set()
+    for t in timelines:
+        members = t.members or frozenset()
+        for q in personas:
+            if q.id in members:
+                continue
+            own = [u.id for u in timelines if q.id in (u.members or ())]
+            for name in q.events:
+                mates = [p.id for p in personas if p.id in members and name in p.events]
+                if not mates or (q.id, name) in reported:
+                    continue
+                reported.add((q.id, name))
+                where = f"timeline '{own[0]}'" if own else "no timeline's cast"
+                message = (
+                    f"event '{name}' is also handled by {', '.join(mates)} of timeline '{t.id}'; "
+                    f"'{q.id}' (in {where}) is not in its cast, so that timeline's '{name}' never reaches it "
+                    f"(an admin /emit {name} reaches both: rename one if they mean different things)"
+                )
+                out.append(_event_diag(q, name, message))
+    return out
+
+
+def emit_targets(personas: Iterable[Persona]) -> list[Diagnostic]:
+    """Warnings for an ``emit`` naming a persona that is not loaded or does not handle the event."""
+    by_id = {p.id: p for p in personas}
+    return _warnings(d for p in by_id.values() for d, _ in _emit_targets(p, by_id))
+
+
+def _emit_targets(p: Persona, by_id: Mapping[str, Persona]) -> Iterable[tuple[Diagnostic, bool]]:
+    """Problems of ``p``'s emits that name a persona, each with whether that persona is unknown."""
+    actions = [*p.events.values(), *p.replies, *([p.fallback] if p.fallback else []), *(s.action for s in p.schedule)]
+    for action in actions:
+        for e in action.emit:
+            if e.persona is None:
+                continue
+            target = by_id.get(e.persona)
+            if target is None:
+                message = f"emit {e.event}: unknown persona '{e.persona}'{did_you_mean(e.persona, by_id)}"
+            elif e.event not in target.events:
+                hint = did_you_mean(e.event, target.events)
+                message = f"emit {e.event}: persona '{e.persona}' has no reaction to event '{e.event}'{hint}"
+            else:
+                continue
+            line = int(action.where.rsplit(":", 1)[1])
+            yield Diagnostic(p.file, line, 3, "emit", message), target is None
 
 
 def emit_cycles(personas: Iterable[Persona]) -> list[Diagnostic]:

@@ -491,7 +491,7 @@ class _Compiler:
         for i, e in enumerate(r.emit):
             ep = (*path, "emit", i) if (*path, "emit", i) in self.src.values else (*path, "emit")
             data = {k: self.text(v, (*ep, "data", k), context) if isinstance(v, str) else v for k, v in e.data.items()}
-            emits.append(EmitAction(e.event, data, e.delay))
+            emits.append(EmitAction(e.event, data, e.delay, e.persona))
         platforms = {p: self.say(v, (*path, "platforms", p), context) for p, v in r.platforms.items()}
         condition = self.condition(r.if_, (*path, "if"), context) if r.if_ else None
         pos = self.src.where(path)

@@ -84,6 +84,10 @@ class EmitSpec(_Strict):
     event: EventName
     data: dict[str, Any] = Field(default_factory=dict)
     delay: Duration | None = None
+    persona: Ident | None = Field(
+        default=None,
+        description="only this persona reacts; without it, the personas of the cast of the event that caused this one",
+    )
 
 
 Emits = Annotated[

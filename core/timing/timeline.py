@@ -1,12 +1,20 @@
 """Mission timelines: dated events from YAML, CSV or iCalendar files.
 
 A timeline is validated like a persona file: every problem is reported at
-``file:line:col``. Times must be timezone-aware and strictly increasing.
+``file:line:col``. Times must be timezone-aware and in order; several events
+may share an instant, and then play in file order.
+
+A timeline names its *cast*, the personas its events reach: the ``cast:`` list
+(``# cast: a, b`` in a CSV file, ``X-PERSONAE-CAST:a,b`` in an iCalendar file)
+plus every persona an event names with ``persona:``. The cast comes from the
+file alone, so adding a persona to a folder never changes what a timeline plays.
+A timeline without ``cast:`` must name the persona of every event.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -21,7 +29,7 @@ from pydantic import AwareDatetime, Field, StringConstraints
 
 from ..engine.messages import Event
 from ..language.errors import Diagnostic, PersonaeError
-from ..language.schema import EVENT, IDENT, EventName, _Strict
+from ..language.schema import EVENT, IDENT, EventName, Ident, _Strict
 from ..language.source import Source, decode_text, parse_yaml, read_text
 
 
@@ -31,7 +39,11 @@ class TimelineEntry(_Strict):
     at: AwareDatetime
     event: EventName
     data: dict[str, Any] = Field(default_factory=dict)
-    persona: Annotated[str, StringConstraints(pattern=IDENT)] | None = None
+    persona: Ident | None = Field(
+        default=None,
+        description="only this persona reacts (it joins the timeline's cast); "
+        "the CSV column after `event`, X-PERSONAE-PERSONA in iCalendar",
+    )
     basis: Literal["SC", "ERT", "UTC"] | None = Field(
         default=None, description="time basis: spacecraft or Earth receive"
     )
@@ -44,6 +56,12 @@ class TimelineFile(_Strict):
 
     timeline: Annotated[str, StringConstraints(pattern=IDENT)]
     title: str = ""
+    cast: list[Ident] | None = Field(
+        default=None,
+        min_length=1,
+        description="the personas this timeline's events (and the emits they cause) reach; "
+        "`# cast: a, b` in CSV, X-PERSONAE-CAST:a,b in iCalendar. Without it, every event must name its persona",
+    )
     events: list[TimelineEntry] = Field(min_length=1)
 
 
@@ -57,11 +75,13 @@ class TimelineEvent:
     persona: str | None
     line: int
     index: int
+    #: The timeline's cast (see :attr:`Timeline.members`): who this event, and what it emits, reaches.
+    cast: frozenset[str] | None = None
 
     def to_event(self, timeline: str, run: str = "") -> Event:
         """The engine :class:`~personae.engine.messages.Event` for this entry (its key names the run)."""
         key = f"{run}|{timeline}#{self.index}:{self.name}"
-        return Event(self.name, self.at, dict(self.data), f"timeline:{timeline}", self.persona, 0, key)
+        return Event(self.name, self.at, dict(self.data), f"timeline:{timeline}", self.persona, 0, key, self.cast)
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,20 @@ class Timeline:
     title: str
     file: str
     events: tuple[TimelineEvent, ...] = field(default_factory=tuple)
+    #: The ``cast:`` list as written (``None``: the file has none), and where each entry is (line, column).
+    cast: tuple[str, ...] | None = None
+    cast_at: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def members(self) -> frozenset[str] | None:
+        """The personas this timeline reaches: its ``cast:`` and every persona an event names.
+
+        ``None`` when the file has no ``cast:`` and some event names no persona: such a
+        timeline cannot say who plays it (``personae replay`` and ``run`` refuse it).
+        """
+        if self.cast is None and any(e.persona is None for e in self.events):
+            return None
+        return frozenset(self.cast or ()) | {e.persona for e in self.events if e.persona is not None}
 
     @property
     def start(self) -> datetime:
@@ -86,6 +120,15 @@ class Timeline:
     def window(self, start: datetime | None, end: datetime | None) -> tuple[TimelineEvent, ...]:
         """Events with ``start <= at <= end``."""
         return tuple(e for e in self.events if (start is None or e.at >= start) and (end is None or e.at <= end))
+
+
+def _timeline(
+    tid: str, title: str, file: str, events: list[TimelineEvent], cast: list[str] | None, cast_at: list[tuple[int, int]]
+) -> Timeline:
+    """A :class:`Timeline` whose events carry its cast (a timeline event's emits reach that cast)."""
+    t = Timeline(tid, title, file, tuple(events), None if cast is None else tuple(cast), tuple(cast_at))
+    members = t.members
+    return dataclasses.replace(t, events=tuple(dataclasses.replace(e, cast=members) for e in events))
 
 
 def is_timeline(data: Any) -> bool:
@@ -118,16 +161,15 @@ def timeline_from_source(source: Source) -> Timeline:
             TimelineEvent(e.at.astimezone(UTC), e.event, e.data, e.persona, source.where(("events", i)).line, i)
         )
     _check_order(events, lambda i: source.diagnostic(("events", i, "at"), ""))
-    return Timeline(spec.timeline, spec.title, source.file, tuple(events))
+    cast_at = [(w.line, w.column) for w in (source.where(("cast", i)) for i in range(len(spec.cast or ())))]
+    return _timeline(spec.timeline, spec.title, source.file, events, spec.cast, cast_at)
 
 
 def _check_order(events: list[TimelineEvent], where: Any) -> None:
     diags: list[Diagnostic] = []
     for prev, cur in itertools.pairwise(events):
-        if cur.at == prev.at:
-            d = where(cur.index)
-            diags.append(_with(d, f"duplicate time {cur.at.isoformat()} (also event {prev.index} at line {prev.line})"))
-        elif cur.at < prev.at:
+        # Equal times are fine: events at one instant play in file order.
+        if cur.at < prev.at:
             d = where(cur.index)
             diags.append(
                 _with(
@@ -160,12 +202,23 @@ def parse_time(text: str, *, default_tz: Any = None) -> datetime:
 def _from_csv(text: str, name: str, stem: str) -> Timeline:
     diags: list[Diagnostic] = []
     events: list[TimelineEvent] = []
+    cast: list[str] | None = None
+    cast_line, cast_at = 0, list[tuple[int, int]]()
     rows = list(csv.reader(io.StringIO(text)))
     for lineno, row in enumerate(rows, start=1):
+        if row and (directive := _CAST_COMMENT.match(",".join(row))):
+            if cast is not None:
+                first = f"the first is line {cast_line}"
+                diags.append(Diagnostic(name, lineno, 1, "cast", f"a second '# cast:' line ({first})"))
+                continue
+            cast, bad = _cast_list(directive.group(1))
+            cast_line, cast_at = lineno, [(lineno, 1)] * len(cast)
+            diags.extend(Diagnostic(name, lineno, 1, "cast", f"'{b}' is not a valid persona id") for b in bad)
+            continue
         if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
-        if lineno == 1 and row[0].strip().lower() == "at":
-            continue
+        if not events and not diags and row[0].strip().lower() == "at":
+            continue  # the header row (it may follow comments, such as the cast line)
         col = 1
         if len(row) < 2:
             diags.append(
@@ -214,7 +267,17 @@ def _from_csv(text: str, name: str, stem: str) -> Timeline:
         raise PersonaeError(diags)
     by_index = {e.index: e for e in events}
     _check_order(events, lambda i: Diagnostic(name, by_index[i].line, 1, "at", ""))
-    return Timeline(_slug(stem), stem, name, tuple(events))
+    return _timeline(_slug(stem), stem, name, events, cast, cast_at)
+
+
+#: ``# cast: philae, rosetta`` in a CSV timeline (a comment line, so other tools skip it).
+_CAST_COMMENT = re.compile(r"^\s*#\s*cast\s*:(.*)$", re.IGNORECASE)
+
+
+def _cast_list(text: str) -> tuple[list[str], list[str]]:
+    """Persona ids of a comma-separated cast, and the entries that are not valid ids."""
+    ids = [c.strip() for c in text.split(",") if c.strip()]
+    return [c for c in ids if re.match(IDENT, c)], [c for c in ids if not re.match(IDENT, c)]
 
 
 def _scalar(v: str) -> Any:
@@ -273,17 +336,33 @@ def _from_ics(raw: bytes, name: str, stem: str) -> Timeline:
                 data.update(json.loads(str(comp.get("X-PERSONAE-DATA"))))
             except ValueError:
                 diags.append(Diagnostic(name, line, 1, f"VEVENT[{n}].X-PERSONAE-DATA", "not valid JSON"))
-        persona = str(comp.get("X-PERSONAE-PERSONA", "")) or None
+        persona = str(comp.get("X-PERSONAE-PERSONA", "")).strip() or None
+        if persona is not None and not re.match(IDENT, persona):
+            diags.append(
+                Diagnostic(name, line, 1, f"VEVENT[{n}].X-PERSONAE-PERSONA", f"'{persona}' is not a valid persona id")
+            )
+            continue
         found.append((at.astimezone(UTC), event, data, persona, line))
     if diags:
         raise PersonaeError(diags)
     if not found:
         raise PersonaeError([Diagnostic(name, 1, 1, "", "calendar has no VEVENT: a timeline needs at least one event")])
+    # A calendar need not list its events in time order; the sort is stable, so events
+    # at one instant keep their file order.
     found.sort(key=lambda f: f[0])
     events = [TimelineEvent(at, ev, d, p, ln, i) for i, (at, ev, d, p, ln) in enumerate(found)]
-    by_index = {e.index: e for e in events}
-    _check_order(events, lambda i: Diagnostic(name, by_index[i].line, 1, "DTSTART", ""))
-    return Timeline(_slug(str(cal.get("X-WR-CALNAME", stem))), str(cal.get("X-WR-CALNAME", stem)), name, tuple(events))
+    cast: list[str] | None = None
+    cast_at: list[tuple[int, int]] = []
+    if cal.get("X-PERSONAE-CAST") is not None:
+        line = next((i + 1 for i, t in enumerate(lines) if t.upper().startswith("X-PERSONAE-CAST")), 1)
+        cast, bad = _cast_list(str(cal.get("X-PERSONAE-CAST")))
+        cast_at = [(line, 1)] * len(cast)
+        if bad:
+            raise PersonaeError(
+                [Diagnostic(name, line, 1, "X-PERSONAE-CAST", f"'{b}' is not a valid persona id") for b in bad]
+            )
+    title = str(cal.get("X-WR-CALNAME", stem))
+    return _timeline(_slug(title), title, name, events, cast, cast_at)
 
 
 def _cat(comp: Any) -> str:
