@@ -244,9 +244,10 @@ def test_run_with_piped_input_on_a_terminal_answers_cleanly(tmp_path, terminals)
     st.integers(min_value=0, max_value=10_000),
     st.integers(min_value=1, max_value=400),
     st.booleans(),
+    st.booleans(),
 )
-def test_the_progress_line_fits_the_terminal(total, done, width, over):
-    bar = _LineProgress(total, "rosetta")
+def test_the_progress_line_fits_the_terminal(total, done, width, over, clock):
+    bar = _LineProgress(total, "rosetta", (lambda: datetime(2016, 9, 30, 10, 39, tzinfo=UTC)) if clock else None)
     for _ in range(min(done, 50)):
         bar.advance(datetime(2014, 11, 12, tzinfo=UTC))
     bar.done = done

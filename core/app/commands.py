@@ -335,7 +335,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     in_window = [e for e in timeline.window(start, end)]
     stop = asyncio.Event()
     _install_signals(stop)
-    screen = open_screen(setup.adapters, now=clock.now, quit=stop.set)
+    screen = open_screen(setup.adapters, now=clock.now, on_quit=stop.set)
     progress = screen.progress(len(in_window), timeline.id)
     try:
         await bot.start(schedules=False)
@@ -462,7 +462,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     )
     stop = asyncio.Event()
     _install_signals(stop)
-    screen = open_screen(adapters, now=clock.now, quit=stop.set)
+    screen = open_screen(adapters, now=clock.now, on_quit=stop.set)
     tasks: list[asyncio.Task[Any]] = []
     progress: Progress | None = None
     try:
@@ -524,11 +524,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 ended = bot.scheduler.last_due or clock.now()
                 if isinstance(clock, VirtualClock):
                     clock.halt(ended)
-                sys.stderr.write(
-                    f"timeline finished at {ended:%Y-%m-%d %H:%M UTC}"
-                    + ("" if args.until_done else "; the mission clock stopped there; still listening (Ctrl-C to stop)")
-                    + "\n"
-                )
+                listening = f"; mission clock stopped at {ended:%Y-%m-%d %H:%M UTC}; still listening (Ctrl-C to stop)"
+                sys.stderr.write("timeline finished" + ("" if args.until_done else listening) + "\n")
                 if args.until_done:
                     break
                 # No more scheduled posts (a running clock would go through every cron date), just answers.

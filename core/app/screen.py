@@ -28,7 +28,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO, runtime_checkable
+from typing import Any, Protocol, TextIO, cast, runtime_checkable
 
 Now = Callable[[], datetime]
 
@@ -98,14 +98,14 @@ def open_screen(
     adapters: Sequence[object],
     *,
     now: Now,
-    quit: Callable[[], None],
+    on_quit: Callable[[], None],
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> Screen:
     """The screen for a run, given to every console adapter among ``adapters``.
 
-    ``now`` is the mission clock (questions are stamped with it); ``quit`` is
+    ``now`` is the mission clock (questions are stamped with it); ``on_quit`` is
     called when the user leaves with Ctrl-C or Ctrl-D at the prompt.
     """
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
@@ -115,7 +115,7 @@ def open_screen(
     if readers and _tty(stdin) and _tty(stdout):
         first = readers[0]
         screen = PromptScreen(
-            now=now, quit=quit, user=first.user_label, timestamps=first.timestamps, stdin=stdin, stdout=stdout
+            now=now, on_quit=on_quit, user=first.user_label, timestamps=first.timestamps, stdin=stdin, stdout=stdout
         )
     elif _tty(stdout):
         screen = RichScreen(stdout, stdin, stderr)
@@ -131,6 +131,10 @@ def _tty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _restore_streams(stdout: TextIO, stderr: TextIO) -> None:
+    sys.stdout, sys.stderr = stdout, stderr
 
 
 def _printable(text: str) -> str:
@@ -345,11 +349,16 @@ class _LogRetarget:
 
 
 class _LineProgress:
-    """The progress line prompt_toolkit draws above the prompt."""
+    """The progress line prompt_toolkit draws above the prompt.
 
-    def __init__(self, total: int, description: str) -> None:
+    With ``now`` (the mission clock) it shows the mission time as it runs, and
+    where it stopped once the timeline is over; otherwise the last event's time.
+    """
+
+    def __init__(self, total: int, description: str, now: Now | None = None) -> None:
         self.total = total
         self.description = description
+        self.now = now
         self.done = 0
         self.mission = ""
         self.started = time.monotonic()
@@ -367,10 +376,11 @@ class _LineProgress:
         """``rosetta ━━━━━━───── 12/29  2014-11-12 15:34 UTC  0:01:23`` fitted to ``width`` columns."""
         elapsed = self.finished_after if self.finished_after is not None else time.monotonic() - self.started
         clock = time.strftime("%H:%M:%S", time.gmtime(elapsed)).removeprefix("0")
+        mission = mission_stamp(self.now()) if self.now is not None else self.mission
         if self.finished_after is not None:
-            tail = f" {self.done}/{self.total}  timeline over, mission clock stopped at {self.mission or '-'}"
+            tail = f" {self.done}/{self.total}  timeline over; mission clock stopped at {mission or '-'}"
         else:
-            tail = f" {self.done}/{self.total}  {self.mission}  {clock}"
+            tail = f" {self.done}/{self.total}  {mission}  {clock}"
         head = f"{self.description} "
         room = max(0, min(40, width - len(head) - len(tail) - 1))
         filled = room if self.total <= 0 else room * min(self.done, self.total) // self.total
@@ -389,14 +399,14 @@ class PromptScreen:
         self,
         *,
         now: Now,
-        quit: Callable[[], None],
+        on_quit: Callable[[], None],
         user: str = "you",
         timestamps: bool = True,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
     ) -> None:
         self.now = now
-        self.quit = quit
+        self.on_quit = on_quit
         self.user = user
         self.timestamps = timestamps
         self.stdin = stdin or sys.stdin
@@ -423,7 +433,7 @@ class PromptScreen:
 
     def progress(self, total: int, description: str) -> Progress:
         """The progress line drawn above the prompt."""
-        self._progress = _LineProgress(total, description)
+        self._progress = _LineProgress(total, description, self.now)
         return self._progress
 
     def listen(self) -> asyncio.Queue[str | None]:
@@ -438,7 +448,7 @@ class PromptScreen:
         from prompt_toolkit.input import create_input
         from prompt_toolkit.output import create_output
         from prompt_toolkit.output.vt100 import Vt100_Output
-        from prompt_toolkit.patch_stdout import patch_stdout
+        from prompt_toolkit.patch_stdout import StdoutProxy
         from prompt_toolkit.styles import Style
 
         output = create_output(self.stdout)
@@ -462,9 +472,15 @@ class PromptScreen:
                 }
             ),
         )
-        # Everything printed meanwhile (posts, notices, log records) goes above the prompt.
-        self._patch.enter_context(patch_stdout(raw=True))
-        self._handlers.to(sys.stderr)
+        # Everything printed meanwhile (posts, notices, log records) goes above the prompt;
+        # stderr too, unless it was sent elsewhere (a file keeps getting it).
+        proxy = self._patch.enter_context(StdoutProxy(raw=True))
+        saved = sys.stdout, sys.stderr
+        self._patch.callback(_restore_streams, *saved)
+        sys.stdout = cast(TextIO, proxy)
+        if _tty(saved[1]):
+            sys.stderr = cast(TextIO, proxy)
+            self._handlers.to(proxy)
         self._task = asyncio.create_task(self._prompt(), name="personae-prompt")
 
     def _message(self) -> Any:
@@ -478,10 +494,10 @@ class PromptScreen:
         while not self._closing:
             try:
                 text: str = await self._session.prompt_async(handle_sigint=False, set_exception_handler=False)
-            except (KeyboardInterrupt, EOFError):
-                # Ctrl-C or Ctrl-D at the prompt: leave the way SIGINT would.
+            except (KeyboardInterrupt, EOFError, OSError):
+                # Ctrl-C or Ctrl-D at the prompt (or the terminal gone): leave the way SIGINT would.
                 if not self._closing:
-                    self.quit()
+                    self.on_quit()
                 break
             if self._closing:
                 break
@@ -497,12 +513,13 @@ class PromptScreen:
         self._closing = True
         if self._task is not None:
             app = self._session.app
-            if app.is_running and not app.future.done():
-                app.exit(result="")
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=2)
-            except (TimeoutError, asyncio.CancelledError):
+            if app.is_running and app.future is not None and not app.future.done():
+                app.exit(result="")  # erases the prompt, as after an answer
+            done, _ = await asyncio.wait({self._task}, timeout=5)
+            if not done:
                 self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
             self._task = None
         self._handlers.restore()
         self._patch.close()
