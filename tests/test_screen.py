@@ -3,6 +3,7 @@ through a terminal emulator (pyte), as a new user would see them."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import re
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import LANDER, ORBITER
 from personae.app.screen import _LineProgress, _printable
+from personae.timing.clock import VirtualClock
 
 ROWS, COLS = 40, 100
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
@@ -269,3 +271,14 @@ def test_posts_cannot_drive_the_terminal(text):
     for before, after in zip(text, clean, strict=True):
         control = unicodedata.category(before) == "Cc" and before not in "\n\t"
         assert after == ("\N{REPLACEMENT CHARACTER}" if control else before)
+
+
+async def test_a_halted_mission_clock_stands_still():
+    # After the replayed timeline ends, answers are stamped with its last instant, and a
+    # delayed reaction still pending fires at once instead of waiting for a clock that stopped.
+    clock = VirtualClock(datetime(2014, 11, 12, tzinfo=UTC), 1_000_000)
+    end = datetime(2016, 9, 30, 10, 39, tzinfo=UTC)
+    clock.halt(end)
+    await asyncio.wait_for(clock.sleep_until(end + timedelta(days=365)), PATIENCE)
+    assert clock.now() == end
+    assert clock.is_instant(end + timedelta(days=1))
