@@ -8,20 +8,23 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from personae.app.screen import Line, PlainScreen, Screen, mission_stamp
+
 from .base import Adapter, AdapterConfig, Delivery, IncomingHandler, Limits, Receipt
 
-
-def mission_stamp(iso: str | None) -> str:
-    """``2014-11-12 15:34 UTC`` from an ISO time (now when missing)."""
-    when = datetime.fromisoformat(iso) if iso else datetime.now(UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+__all__ = ["ConsoleAdapter", "mission_stamp"]
 
 
 class ConsoleAdapter(Adapter):
-    """Prints ``2014-11-12 15:34 UTC  Philae: text`` lines; optionally reads messages from stdin.
+    """Shows ``2014-11-12 15:34 UTC  Philae: text`` lines; optionally reads messages from stdin.
 
     Options: ``input`` (read stdin; default false), ``user`` (display name),
     ``timestamps`` (prefix the mission time; default true).
+
+    Lines go through a :class:`~personae.app.screen.Screen`: plain lines on
+    ``out`` unless a run gives every console adapter the terminal's screen
+    (:func:`~personae.app.screen.open_screen`), which keeps posts, progress and
+    the prompt apart.
     """
 
     platform = "console"
@@ -29,18 +32,31 @@ class ConsoleAdapter(Adapter):
     option_names = frozenset({"input", "user", "timestamps", "display_name"})
     lane = "console"
 
-    def __init__(self, config: AdapterConfig, *, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        config: AdapterConfig,
+        *,
+        out: TextIO | None = None,
+        stdin: TextIO | None = None,
+        screen: Screen | None = None,
+    ) -> None:
         super().__init__(config)
-        self.out = out or sys.stdout
-        self.stdin = stdin or sys.stdin
         opts: dict[str, Any] = dict(config.options)
-        self.read_input = bool(opts.get("input", False))
+        self.reads_input = bool(opts.get("input", False))
         self.timestamps = bool(opts.get("timestamps", True))
         self.display = str(opts.get("display_name", config.persona.title()))
         self.user = str(opts.get("user") or _login())
+        #: How the person at the terminal appears in the transcript and the prompt.
+        self.user_label = str(opts.get("user") or "you")
+        self.screen: Screen = screen or PlainScreen(out or sys.stdout, stdin or sys.stdin)
+        self._own_screen = screen is None
         self._reader: asyncio.Task[None] | None = None
         self._sent = 0
-        self._rich = self.out.isatty() if hasattr(self.out, "isatty") else False
+
+    def use_screen(self, screen: Screen) -> None:
+        """Show lines, and read input, through the run's shared ``screen`` (its owner closes it)."""
+        self.screen = screen
+        self._own_screen = False
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -48,16 +64,14 @@ class ConsoleAdapter(Adapter):
         return self.config.channels or ("console",)
 
     async def start(self, on_message: IncomingHandler) -> None:
-        """Start reading stdin in the background when ``input`` is on."""
-        if self.read_input:
-            self._reader = asyncio.create_task(self._read(on_message), name=f"console-input-{self.name}")
+        """Start reading typed lines in the background when ``input`` is on."""
+        if self.reads_input:
+            lines = self.screen.listen()
+            self._reader = asyncio.create_task(self._read(lines, on_message), name=f"console-input-{self.name}")
 
-    async def _read(self, on_message: IncomingHandler) -> None:
-        from personae.app.chat import read_lines
+    async def _read(self, lines: asyncio.Queue[str | None], on_message: IncomingHandler) -> None:
         from personae.engine.messages import Chat, Incoming, User
 
-        interactive = self.stdin.isatty()
-        lines = read_lines(self.stdin, prompt="" if interactive else None)
         n = 0
         while True:
             text = await lines.get()
@@ -82,27 +96,19 @@ class ConsoleAdapter(Adapter):
             )
 
     async def send(self, delivery: Delivery) -> Receipt:
-        """Print one line (newlines inside the text are kept on one line when piped)."""
-        text = delivery.text if self._rich else delivery.text.replace("\n", " ⏎ ")
-        prefix = f"{mission_stamp(delivery.mission_time)}  " if self.timestamps else ""
-        if self._rich:
-            from rich.console import Console
-            from rich.markup import escape
-
-            Console(file=self.out, highlight=False).print(
-                f"[dim]{prefix}[/][bold cyan]{escape(self.display)}[/]: {escape(text)}"
-            )
-        else:
-            self.out.write(f"{prefix}{self.display}: {text}\n")
-        self.out.flush()
+        """Show one transcript line (on a pipe, newlines inside the text are kept on one line)."""
+        stamp = mission_stamp(delivery.mission_time) if self.timestamps else ""
+        self.screen.show(Line(stamp, self.display, delivery.text))
         self._sent += 1
         return Receipt((f"{self.name}:{self._sent}",))
 
     async def stop(self) -> None:
-        """Stop reading stdin."""
+        """Stop reading input."""
         if self._reader is not None:
             self._reader.cancel()
             self._reader = None
+        if self._own_screen:
+            await self.screen.close()
 
 
 def _login() -> str:

@@ -254,8 +254,9 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     from ..storage.store import Store
     from ..timing.clock import VirtualClock
     from ..timing.timeline import load_timeline
-    from .replay import Progress, new_run_id, replay
+    from .replay import new_run_id, replay
     from .runtime import Bot, BotOptions
+    from .screen import open_screen
 
     speed = _parse_speed(args.speed)
     start = _parse_when(args.start, "--from")
@@ -335,9 +336,10 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             f"replay run {run}" + (f" (resuming from {resume_at.isoformat()})" if resume_at else "") + "\n"
         )
     in_window = [e for e in timeline.window(start, end)]
-    progress = Progress(len(in_window), description=timeline.id)
     stop = asyncio.Event()
     _install_signals(stop)
+    screen = open_screen(setup.adapters, now=clock.now, on_quit=stop.set)
+    progress = screen.progress(len(in_window), timeline.id)
     try:
         await bot.start(schedules=False)
         task = asyncio.create_task(
@@ -367,6 +369,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         await bot.stop()
         if store is not None:
             await store.close()
+        await screen.close()
     return 0
 
 
@@ -393,8 +396,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from ..timing.clock import Clock, SystemClock, VirtualClock
     from ..timing.timeline import load_timeline
     from .config import load_config
-    from .replay import Progress, live, new_run_id, replay
+    from .replay import live, new_run_id, replay
     from .runtime import Bot, BotOptions, Commands, watch_files
+    from .screen import Progress, open_screen
 
     config = load_config(args.config, files=True)
     bot_cfg = config.model.bot
@@ -463,8 +467,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     )
     stop = asyncio.Event()
     _install_signals(stop)
+    screen = open_screen(adapters, now=clock.now, on_quit=stop.set)
     tasks: list[asyncio.Task[Any]] = []
-    progress = None
+    progress: Progress | None = None
     try:
         await bot.start(schedules=not replays and all(e.schedules for e, _ in timelines))
         names = ", ".join(f"{a.name}" for a in adapters)
@@ -492,7 +497,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if replays:
             entry, timeline = replays[0]
             await store.replay_start(run_id or "", timeline.id, {"timeline": entry.file, "speed": entry.speed})
-            progress = Progress(len(timeline.window(entry.from_, entry.to)), description=timeline.id)
+            progress = screen.progress(len(timeline.window(entry.from_, entry.to)), timeline.id)
             done = asyncio.create_task(
                 replay(
                     bot,
@@ -519,13 +524,16 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 done.result()
                 if progress:
                     progress.close()
-                sys.stderr.write(
-                    "timeline finished" + ("" if args.until_done else "; still listening (Ctrl-C to stop)") + "\n"
-                )
+                # The replayed mission is over, and its clock stops with it: answers from now
+                # on are stamped with its last instant, not with a date the clock ran on to.
+                ended = bot.scheduler.last_due or clock.now()
+                if isinstance(clock, VirtualClock):
+                    clock.halt(ended)
+                listening = f"; mission clock stopped at {ended:%Y-%m-%d %H:%M UTC}; still listening (Ctrl-C to stop)"
+                sys.stderr.write("timeline finished" + ("" if args.until_done else listening) + "\n")
                 if args.until_done:
                     break
-                # The replayed mission is over. Its clock would run on (at "max", through
-                # every cron date to year 9999): no more scheduled posts, just answers.
+                # No more scheduled posts (a running clock would go through every cron date), just answers.
                 bot.stop_schedules()
                 tasks.append(asyncio.create_task(bot.scheduler.run()))
                 done = None
@@ -540,6 +548,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 await t
         await bot.stop()
         await store.close()
+        await screen.close()
         sys.stderr.write("stopped.\n")
     return 0
 

@@ -11,7 +11,6 @@ window is queued again.
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,9 @@ from typing import Any
 
 from ..timing.timeline import Timeline, TimelineEvent
 from .runtime import Bot
+from .screen import Progress
+
+__all__ = ["Progress", "ReplayResult", "live", "new_run_id", "replay"]
 
 log = logging.getLogger("personae.app.replay")
 
@@ -36,40 +38,6 @@ class ReplayResult:
 def new_run_id() -> str:
     """A short unique run id."""
     return uuid.uuid4().hex[:10]
-
-
-class Progress:
-    """A rich progress bar on a terminal; nothing otherwise (the transcript is the output)."""
-
-    def __init__(self, total: int, *, enabled: bool | None = None, description: str = "replay") -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._bar: Any = None
-        self._task: Any = None
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[mission]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._bar.add_task(description, total=total, mission="")
-            self._bar.start()
-
-    def advance(self, at: datetime) -> None:
-        """One more event done, at mission time ``at``."""
-        if self._bar is not None:
-            self._bar.update(self._task, advance=1, mission=at.strftime("%Y-%m-%d %H:%M UTC"))
-
-    def close(self) -> None:
-        """Stop drawing."""
-        if self._bar is not None:
-            self._bar.stop()
 
 
 async def replay(

@@ -57,17 +57,29 @@ class VirtualClock:
         self._anchor = start.astimezone(UTC)
         self._real0 = time.monotonic()
         self._yielded = self._real0
+        #: The mission is over (:meth:`halt`): time stands still.
+        self.halted = False
 
     def now(self) -> datetime:
         """Current mission time."""
-        if self.speed is None or self.fast_until is not None:
+        if self.speed is None or self.fast_until is not None or self.halted:
             return self._anchor
         elapsed = (time.monotonic() - self._real0) * self.speed
         return self._anchor + timedelta(seconds=elapsed)
 
     def is_instant(self, when: datetime) -> bool:
-        """Whether reaching ``when`` takes no real time (full speed, or fast-forwarding)."""
-        return self.speed is None or (self.fast_until is not None and when <= self.fast_until)
+        """Whether reaching ``when`` takes no real time (full speed, fast-forwarding, or halted)."""
+        return self.halted or self.speed is None or (self.fast_until is not None and when <= self.fast_until)
+
+    def halt(self, at: datetime) -> None:
+        """Stop mission time at ``at``: the replayed mission is over.
+
+        Answers after the end are stamped with the mission's last instant, not
+        with a date the clock ran on to; a delay still pending fires at once
+        (as delays collapse in ``personae chat``) without moving the clock.
+        """
+        self._anchor = at.astimezone(UTC)
+        self.halted = True
 
     def jump(self, when: datetime) -> None:
         """Set mission time to ``when`` (keeps running at the same speed from there)."""
@@ -87,7 +99,10 @@ class VirtualClock:
             await asyncio.sleep(0)
 
     async def sleep_until(self, when: datetime) -> None:
-        """At max speed: jump. Otherwise sleep the scaled real time."""
+        """At max speed: jump. Otherwise sleep the scaled real time. Halted: return at once."""
+        if self.halted:
+            await asyncio.sleep(0)
+            return
         if self.fast_until is not None:
             if when <= self.fast_until:
                 self._anchor = max(self._anchor, when)

@@ -58,6 +58,8 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._on_error = on_error
         self._finite = 0
+        #: When the last item run was due: where a finished replay's mission ends.
+        self.last_due: datetime | None = None
 
     def call_at(
         self, when: datetime, callback: Callback, *, recurring: bool = False, place: int | None = None
@@ -138,6 +140,7 @@ class Scheduler:
                 self._finite -= 1
             if item.cancelled:
                 continue
+            self.last_due = item.when
             try:
                 await item.callback()
             except asyncio.CancelledError:
