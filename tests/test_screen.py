@@ -128,7 +128,7 @@ def mission(tmp_path: Path, *, events: int = 6, speed: int = 36_000) -> Path:
     (tmp_path / "p" / "lander.yaml").write_text(LANDER)
     (tmp_path / "p" / "orbiter.yaml").write_text(ORBITER)
     start = datetime(2014, 11, 12, tzinfo=UTC)
-    lines = ["timeline: synth", "events:"]
+    lines = ["timeline: synth", "cast: [lander, orbiter]", "events:"]
     for i in range(events):
         at = (start + timedelta(hours=10 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
         lines += [f"  - at: {at}", f"    event: {'touchdown' if i % 2 == 0 else 'drain'}", f"    data: {{site: s{i}}}"]
