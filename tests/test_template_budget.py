@@ -76,6 +76,11 @@ RUNTIME = [
     "{{ (1).to_bytes(state.big, 'big')|length }}",
     "{{ (state.x * 1000).translate({120: state.x * 1000}) }}",
     "{{ ('{:%' ~ state.big ~ 'Y}').format(now) }}",
+    "{% set l = [0] * 9 %}{% set ll = [l] * (state.m * 45) %}{{ ll|sum(start=[])|length }}",  # quadratic copying
+    "{% set l = [0] * 10000 %}{{ ([l] * state.m)|sort|length }}",  # a few KB of references, 2,000,000 items
+    "{% block b %}{{ self.b() }}{% endblock %}",
+    "{% macro m() %}{{ caller() }}{% endmacro %}{% macro c() %}{% call m() %}{{ c() }}{% endcall %}{% endmacro %}"
+    "{{ c() }}",
 ]
 
 # Constant hostile templates: lint proves them, and refuses the persona.
@@ -167,7 +172,7 @@ def test_budget_errors_name_the_limit() -> None:
     cases = {
         "{% for a in range(n) %}{% for b in range(n) %}{% endfor %}{% endfor %}": f"more than {MAX_ITERATIONS:,}",
         "{% macro m(i) %}{{ m(i + 1) if i < n else '' }}{% endmacro %}{{ m(0) }}": "nested more than 50 deep",
-        "{% for i in range(n) %}{{ 'x' * 5000 }}{% endfor %}": f"wrote more than {MAX_OUTPUT:,} characters",
+        "{% for i in range(n // 10) %}{{ 'x' * 5000 }}{% endfor %}": f"wrote more than {MAX_OUTPUT:,} characters",
         "{{ 'x'|center(n * n * n) }}": "'center' would build a value larger than 100,000 characters",
     }
     for source, message in cases.items():

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from datetime import date, timedelta
 from datetime import time as clock_time
 from typing import Any, NoReturn
@@ -122,24 +122,36 @@ class Meter:
 _CURRENT: ContextVar[Meter | None] = ContextVar("personae_template_meter", default=None)
 
 
-def current() -> Meter | None:
-    """The meter of the render in progress, if any."""
-    return _CURRENT.get()
+#: The meter of the render in progress, if any (the bound method itself: it runs on every operation).
+current: Callable[[], Meter | None] = _CURRENT.get
 
 
-@contextmanager
-def metered(meter: Meter | None = None) -> Iterator[Meter]:
+class _Metered:
+    """The context manager :func:`metered` returns (a class: it runs once per render)."""
+
+    __slots__ = ("_meter", "_token")
+
+    def __init__(self, meter: Meter | None) -> None:
+        self._meter = meter
+        self._token: Token[Meter | None] | None = None
+
+    def __enter__(self) -> Meter:
+        running = _CURRENT.get()
+        if running is not None and self._meter is None:
+            return running
+        meter = self._meter or Meter()
+        self._token = _CURRENT.set(meter)
+        return meter
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
+
+
+def metered(meter: Meter | None = None) -> AbstractContextManager[Meter]:
     """Run the block under a meter: the one already running (a nested render shares it), or a new one."""
-    running = _CURRENT.get()
-    if running is not None and meter is None:
-        yield running
-        return
-    meter = meter or Meter()
-    token = _CURRENT.set(meter)
-    try:
-        yield meter
-    finally:
-        _CURRENT.reset(token)
+    return _Metered(meter)
 
 
 def counted(iterable: Iterable[Any], literal: int = 0) -> Iterator[Any]:
@@ -154,13 +166,32 @@ def counted(iterable: Iterable[Any], literal: int = 0) -> Iterator[Any]:
 # --------------------------------------------------------------------------- sizes
 
 
-def size(value: Any) -> int:
-    """The size of a built value: characters of a string, items (and the characters of string items) of a list."""
-    if isinstance(value, str | bytes):
+def size(value: Any, limit: int = MAX_SIZE) -> int:
+    """The size of a built value: the characters of a string, the items of a list and all they hold.
+
+    A list holding the same large list many times (``[[0] * 10000] * 10000``
+    is a few kilobytes of references) counts every item it shows: that is
+    what sorting, summing or printing it would go through. The walk stops
+    once past ``limit``.
+    """
+    kind = type(value)
+    if kind is str or kind is bytes or isinstance(value, str | bytes):
         return len(value)
-    if isinstance(value, list | tuple):
-        return sum(len(x) if isinstance(x, str | bytes) else 1 for x in value)
-    return 0
+    if not isinstance(value, list | tuple | set | frozenset | dict):
+        return 0
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, list | tuple | set | frozenset | dict):
+            total += len(item)
+            if total <= limit:
+                stack.extend(item.values() if isinstance(item, dict) else item)
+        if total > limit:
+            break
+    return total
 
 
 def text_size(value: Any, limit: int = MAX_SIZE, indent: int = 0) -> int:
@@ -171,8 +202,14 @@ def text_size(value: Any, limit: int = MAX_SIZE, indent: int = 0) -> int:
     ``limit``. With ``indent``, each item also counts a line indented by its
     depth (what ``tojson(indent=...)`` and ``pprint`` write).
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str or isinstance(value, str):
         return len(value)
+    if kind is int:
+        bits: int = value.bit_length()
+        return bits * 3 // 10 + 2
+    if kind is float or kind is bool or value is None:
+        return 40
     total = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -368,6 +405,17 @@ def _urlize(
     return 6 * n + (n // 4 + 1) * (64 + 6 * (text_size(target or "") + text_size(rel or "")))
 
 
+def _sum(iterable: Any, attribute: Any = None, start: Any = 0) -> int:
+    if isinstance(start, int | float) or attribute is not None:
+        return 0  # numbers; with an attribute, the items are measured when the sum is built
+    items = _items(iterable)
+    total = size(start) + sum(size(x) for x in items)
+    # Each addition copies the sum so far: n items cost n times the result.
+    if len(items) * min(total, MAX_SIZE + 1) > MAX_WORK:
+        raise OperationRefused(f"'sum' would copy more than {MAX_WORK:,} items")
+    return total
+
+
 #: Filters whose arguments can make the result much larger than the value, and a bound of that size.
 FILTER_SIZES: dict[str, Callable[..., int]] = {
     "center": _center,
@@ -381,6 +429,7 @@ FILTER_SIZES: dict[str, Callable[..., int]] = {
     "tojson": _tojson,
     "pprint": _pprint,
     "urlize": _urlize,
+    "sum": _sum,
 }
 
 #: Filters that turn their value into text: a value whose text would be too large is refused first.

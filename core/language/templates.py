@@ -34,6 +34,7 @@ from .budget import (
     METHOD_SIZES,
     STRINGIFYING,
     BudgetExceeded,
+    Meter,
     OperationRefused,
     counted,
     current,
@@ -166,6 +167,10 @@ def _checked(name: str, value: Any) -> Any:
     return value
 
 
+#: Filters whose bound reads every item of the value.
+_MATERIALIZED = frozenset({"join", "sum"})
+
+
 def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` as a filter that checks sizes before and after, and is never run at compile time.
 
@@ -182,8 +187,8 @@ def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         meter = current()
         if meter is not None:
             meter.check()
-        if name == "join" and not isinstance(value, str | list | tuple | Undefined):
-            value = list(value)  # measured before joining; a generator would be used up
+        if name in _MATERIALIZED and not isinstance(value, str | list | tuple | Undefined):
+            value = list(value)  # measured before use; a generator would be used up
         if stringifies and text_size(value) > MAX_SIZE:
             raise OperationRefused(too_large_message(name))
         if sizes is not None:
@@ -341,7 +346,7 @@ def _finalize(escape: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
     """What every ``{{ expression }}`` goes through: its text is measured first, then ``escape`` applies."""
 
     def finalize(value: Any) -> Any:
-        n = text_size(value)
+        n = len(value) if type(value) is str else text_size(value)
         if n > MAX_SIZE:
             raise OperationRefused(f"an expression's text would be larger than {MAX_SIZE:,} characters")
         meter = current()
@@ -464,21 +469,18 @@ class Text:
             raise TemplateRenderError(f"{type(exc).__name__}: {exc}") from None
 
 
-def _render(tpl: Any, context: Mapping[str, Any], meter: Any) -> str:
-    """Stream the render, stopping once its output passes :data:`MAX_OUTPUT`."""
-    out: list[str] = []
-    total = 0
-    stream = tpl.generate(context)
-    try:
-        for piece in stream:
-            total += len(piece)
-            if total > MAX_OUTPUT:
-                meter.fail(BudgetExceeded(f"the template wrote more than {MAX_OUTPUT:,} characters"))
-            out.append(piece)
-    finally:
-        stream.close()
+def _render(tpl: Any, context: Mapping[str, Any], meter: Meter) -> str:
+    """Render, refusing output past :data:`MAX_OUTPUT`.
+
+    Joined, then measured: every ``{{ expression }}`` is charged to the meter
+    as it is written, and so is the template text of each loop iteration, so
+    the text is at most the work budget plus the template's own text.
+    """
+    out = str(tpl.render(context))
     meter.check()  # an earlier budget error that some code swallowed still fails the render
-    return "".join(out)
+    if len(out) > MAX_OUTPUT:
+        meter.fail(BudgetExceeded(f"the template wrote more than {MAX_OUTPUT:,} characters"))
+    return out
 
 
 __all__ = [
