@@ -6,7 +6,8 @@
   refused before it allocates, and that refusal is the proof. Lint spends at
   most one render's budget per template on this, and stops proving (without
   an error) when it runs out.
-* Loops over constants whose iterations, nested, pass the loop budget.
+* Loops over constants whose iterations, nested, pass the loop budget; text
+  (literal or constant) that, with those loops, passes the output budget.
 * Macros that call themselves (directly or around a cycle) on every path.
 
 (Template text itself is short: the schema bounds every string.)
@@ -22,7 +23,7 @@ from typing import Any
 from jinja2 import Environment, nodes
 from jinja2.runtime import str_join
 
-from .budget import MAX_ITERATIONS, BudgetExceeded, Meter, OperationRefused, metered
+from .budget import MAX_ITERATIONS, MAX_OUTPUT, BudgetExceeded, Meter, OperationRefused, metered
 
 _UNKNOWN: Any = object()
 
@@ -148,12 +149,35 @@ def _iterations(folder: _Folder, body: list[nodes.Node]) -> int:
     return total
 
 
+def _written(folder: _Folder, body: list[nodes.Node]) -> int:
+    """A lower bound of the characters one pass over ``body`` writes to the output."""
+    total = 0
+    for node in body:
+        if isinstance(node, nodes.Output):
+            for child in node.nodes:
+                try:
+                    value = folder.fold(child)
+                except _Impossible:
+                    continue
+                total += len(value) if isinstance(value, str) else 0
+        elif isinstance(node, nodes.For) and node.test is None:
+            total += _length(folder, node.iter) * _written(folder, node.body)
+        elif isinstance(node, nodes.With | nodes.Scope):
+            total += _written(folder, node.body)
+        if total > MAX_OUTPUT:
+            break
+    return total
+
+
 def _loop_problems(folder: _Folder, tree: nodes.Template) -> list[str]:
     bodies = [tree.body, *(m.body for m in tree.find_all(nodes.Macro))]
     for body in bodies:
         n = _iterations(folder, body)
         if n > MAX_ITERATIONS:
             return [f"loops would run {n:,} iterations, more than the {MAX_ITERATIONS:,} a template may make"]
+    written = _written(folder, tree.body)
+    if written > MAX_OUTPUT:
+        return [f"the template would write {written:,} characters, more than the {MAX_OUTPUT:,} a render may"]
     return []
 
 
