@@ -13,9 +13,11 @@ accepts only what it can evaluate exactly as Jinja would:
   Jinja's ``.items`` means the method, not the key);
 * number and string constants, and ``+`` / ``-`` on ``int`` and ``float``.
 
-Anything else (a missing key, a value of another type, a failing ``str()``)
-makes :meth:`Plan.render` return ``None`` and the caller renders with Jinja,
-which gives the real result or the real error. The sandbox is not bypassed:
+Anything else (a missing key, a value of another type, a failing ``str()``,
+a value that is not a string, number, boolean or ``None``, an output past the
+render budget's :data:`~personae.language.budget.MAX_OUTPUT`) makes
+:meth:`Plan.render` return ``None`` and the caller renders with Jinja, which
+gives the real result or the real error (the budget is Jinja's to enforce). The sandbox is not bypassed:
 it guards attribute access and calls, and a plan makes neither.
 """
 
@@ -27,12 +29,16 @@ from typing import Any
 from jinja2 import nodes
 from markupsafe import escape
 
+from .budget import MAX_OUTPUT
+
 Getter = Callable[[Mapping[str, Any]], Any]
 
 #: Returned by a getter that cannot give Jinja's answer.
 MISSING: Any = object()
 
 _NUMBERS = (int, float)
+#: Values whose text is their own size or a number's: a list or dict is measured by Jinja first.
+_SCALARS = (str, int, float, bool, type(None))
 #: Names Jinja binds itself whatever the context holds.
 _SPECIAL_NAMES = frozenset({"self", "loop", "super", "caller", "varargs", "kwargs"})
 
@@ -126,7 +132,7 @@ class Plan:
                     out.append(part)
                     continue
                 value = part(ctx)  # type: ignore[operator]
-                if value is MISSING:
+                if value is MISSING or not isinstance(value, _SCALARS):
                     return None
                 # The conversions Jinja's generated code applies to an {{ expression }}.
                 if autoescape:
@@ -137,7 +143,8 @@ class Plan:
                     out.append(str(value))
         except Exception:  # a value whose str() fails: Jinja reports it
             return None
-        return "".join(out)
+        text = "".join(out)
+        return text if len(text) <= MAX_OUTPUT else None
 
 
 __all__ = ["MISSING", "Plan"]

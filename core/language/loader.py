@@ -7,11 +7,10 @@ of a file are reported together, never as a traceback.
 from __future__ import annotations
 
 import copy
-import operator
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ from pydantic import BaseModel, ValidationError
 
 from ..engine.persona import Action, Assignment, EmitAction, Persona, Scheduled
 from ..engine.router import Router, Trigger
+from .budget_lint import budget_problems
 from .errors import Diagnostic, PersonaeError, did_you_mean, format_path
 from .schema import PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
-from .templates import Templates, Text, too_large, too_large_message
+from .templates import Templates, Text
 
 _COMMON = frozenset({"state", "persona", "now", "phrase", "days_since"})
 CONTEXT_NAMES: dict[str, frozenset[str]] = {
@@ -47,41 +47,6 @@ OBJECT_KEYS: dict[str, frozenset[str]] = {
 _SCHEDULE_EVENT_KEYS = frozenset({"name", "at"})
 #: What ``.name`` also finds on a dict: Jinja looks up attributes before keys.
 _DICT_METHODS = frozenset({"get", "items", "keys", "values", "copy"})
-
-
-_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-    "**": operator.pow,
-    "%": operator.mod,
-    "/": operator.truediv,
-    "//": operator.floordiv,
-}
-
-
-def _oversized(expr: nodes.BinExpr) -> str | None:
-    """The operator of a constant expression that would build a huge value (the sandbox refuses it at run time)."""
-
-    def fold(node: nodes.Expr) -> Any:
-        if isinstance(node, nodes.BinExpr) and node.operator in _BINOPS:
-            left, right = fold(node.left), fold(node.right)
-            if too_large(node.operator, left, right):
-                raise _Oversized(node.operator)
-            return _BINOPS[node.operator](left, right)
-        return node.as_const()
-
-    try:
-        fold(expr)
-    except _Oversized as exc:
-        return str(exc)
-    except Exception:  # not constant, or an error the template reports when it runs
-        return None
-    return None
-
-
-class _Oversized(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------- validation
@@ -312,6 +277,10 @@ class _Compiler:
             if not all(checks):
                 return None
             return self.tpl.text(source, ast)
+        except (RecursionError, MemoryError, SyntaxError):
+            # Jinja's parser and Python's compiler recurse per level of nesting.
+            self.error(path, "template error: nested too deeply")
+            return None
         except TemplateSyntaxError as exc:
             # An assertion error is a compile-time check (unknown filter or test).
             kind = "template error" if isinstance(exc, TemplateAssertionError) else "template syntax error"
@@ -330,6 +299,9 @@ class _Compiler:
             fn = self.tpl.expression(source)
             checks = [self._check_ast(ast, path, context), self._check_objects(ast, source, path, context)]
             return fn if all(checks) else None
+        except (RecursionError, MemoryError, SyntaxError):
+            self.error(path, "condition error: nested too deeply")
+            return None
         except TemplateSyntaxError as exc:
             kind = "condition error" if isinstance(exc, TemplateAssertionError) else "condition syntax error"
             self.error(path, f"{kind}: {exc.message}")
@@ -360,9 +332,8 @@ class _Compiler:
             # One message per template: ''.__class__.__mro__ is one escape attempt, not two.
             self.error(path, f"unsafe attribute '{unsafe[-1]}': templates run in a sandbox")
             ok = False
-        huge = next((op for op in map(_oversized, ast.find_all(nodes.BinExpr)) if op), None)
-        if huge:
-            self.error(path, too_large_message(huge))
+        for problem in budget_problems(ast, self.tpl.env()):
+            self.error(path, problem)
             ok = False
         for node in ast.find_all(nodes.Getattr):
             owner = node.node
