@@ -211,6 +211,8 @@ class SentMessage:
     attachments: tuple[str, ...] = ()
     embeds: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    time: float = field(default=0.0, compare=False)
+    """When the fake created the message (``time.monotonic()``): pacing tests read the gaps."""
 
 
 @dataclass(frozen=True)
@@ -1490,6 +1492,7 @@ class FakeDiscord:
                 attachments=tuple(filenames),
                 embeds=tuple(embeds),
                 raw=body,
+                time=time.monotonic(),
             )
         )
         self._notify()
