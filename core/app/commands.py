@@ -235,6 +235,24 @@ def _stamp_printer(personas: Mapping[str, Any]) -> Any:
     return show
 
 
+async def _start_unless_stopped(bot: Any, stop: asyncio.Event, *, schedules: bool) -> bool:
+    """Start ``bot``; False when a signal came first (a platform may be down, start retrying for ever)."""
+    starting = asyncio.create_task(bot.start(schedules=schedules))
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if starting.cancelled():
+        return False
+    starting.result()  # raises what the start raised (a refused token: AdapterStartError)
+    return True
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -460,8 +478,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
     _install_signals(stop)
     tasks: list[asyncio.Task[Any]] = []
     progress = None
+    failed_start = True  # a refused start is one error line, with no "stopped." after it
     try:
-        await bot.start(schedules=not replays and all(e.schedules for e, _ in timelines))
+        schedules = not replays and all(e.schedules for e, _ in timelines)
+        started = await _start_unless_stopped(bot, stop, schedules=schedules)
+        failed_start = False
+        if not started:
+            return 0  # a signal while a platform was still unreachable
         names = ", ".join(f"{a.name}" for a in adapters)
         sys.stderr.write(f"personae running: {len(personas)} persona(s), adapters: {names}. Ctrl-C to stop.\n")
         if bot_cfg.reload:
@@ -535,7 +558,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 await t
         await bot.stop()
         await store.close()
-        sys.stderr.write("stopped.\n")
+        if not failed_start:
+            sys.stderr.write("stopped.\n")
     return 0
 
 

@@ -123,6 +123,8 @@ class Dispatcher:
         self._generation = 0
         self._marks: list[tuple[tuple[int, str, str | None, str | None], asyncio.Future[None] | None]] = []
         self._committer: asyncio.Task[None] | None = None
+        #: Set once run() is cancelled: sends in flight finish, nothing new starts.
+        self._stopping = False
 
     # -- public
 
@@ -218,6 +220,7 @@ class Dispatcher:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
+            self._stopping = True
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -343,7 +346,7 @@ class Dispatcher:
 
     def _next_in_line(self, key: Key, next_at: float) -> OutboxItem | None:
         """The chat's next item, if the run loop would pick it next anyway (no pacing, nothing older ready)."""
-        if self._global_interval or next_at > time.monotonic():
+        if self._stopping or self._global_interval or next_at > time.monotonic():
             return None
         queue = self._queues.get(key)
         if not queue or queue[0].run in self._cancelled:
