@@ -109,6 +109,8 @@ class DiscordAdapter(Adapter):
     def _new_client(self) -> discord.Client:
         # A closed discord.Client cannot log in again (its connector is closed with it):
         # a retried start gets a fresh one.
+        # Nor does the bot speak: discord.py's warning that voice is unavailable is noise to an operator.
+        discord.VoiceClient.warn_nacl = False
         intents = discord.Intents.default()
         intents.message_content = True
         client = discord.Client(

@@ -211,3 +211,50 @@ async def test_sigterm_while_retrying_the_start_stops_cleanly(tmp_path):
         child.proc.send_signal(signal.SIGTERM)
         assert await child.wait() == 0, child.stderr
     assert "Traceback" not in child.stderr and child.lines[-1] == "stopped.", child.stderr
+
+
+async def test_discord_down_at_start_is_retried_with_a_fresh_client(tmp_path, caplog):
+    """In process: discord.py's endpoints are class attributes, pointed by hand at a port nobody serves yet."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.discord import DiscordAdapter
+    from personae.app.runtime import Bot, BotOptions
+    from personae.language.loader import load_personas
+    from personae.storage.store import Store
+
+    write_config(tmp_path, "")
+    port = unused_tcp_port()
+    guild = FakeGuild(GUILD, "Mission Control", channels=(FakeChannel(GENERAL, "general"),))
+    route, ws = discord.http.Route, discord.gateway.DiscordWebSocket
+    old = route.BASE, ws.DEFAULT_GATEWAY
+    route.BASE = f"http://127.0.0.1:{port}/api/v10"
+    ws.DEFAULT_GATEWAY = yarl.URL(f"ws://127.0.0.1:{port}/gateway")
+    store = await Store(tmp_path / "dc.db").open()
+    try:
+        options = {"token_env": "T", "guild_ready_timeout": 0.1, "ready_timeout": 10}
+        adapter = DiscordAdapter.create(AdapterConfig("dc", "lander", (str(GENERAL),), (), options), {"T": DC_TOKEN})
+        personas = load_personas([tmp_path / "personas"])
+        bot = Bot(personas, [adapter], store=store, options=BotOptions(start_backoff=0.2))
+        starting = asyncio.create_task(bot.start(schedules=False))
+        try:
+            async with asyncio.timeout(20):
+                while "retrying in" not in caplog.text:
+                    await asyncio.sleep(0.05)
+            assert not starting.done()
+            async with FakeDiscord(DC_TOKEN, bot_user_id=BOT_ID, guilds=[guild], port=port) as fake:
+                await asyncio.wait_for(starting, 20)
+                await fake.inject_message(GENERAL, "!status")
+                [answer] = await fake.wait_for_sent(1, timeout=20)
+                await bot.stop()
+        finally:
+            if not starting.done():
+                starting.cancel()
+                await bot.stop()
+    finally:
+        route.BASE, ws.DEFAULT_GATEWAY = old
+        await store.close()
+    assert answer.content == "Phase cruise."
+    assert "dc: cannot reach Discord (" in caplog.text and DC_TOKEN not in caplog.text

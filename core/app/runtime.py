@@ -321,7 +321,7 @@ class Bot:
         for a in reversed(self._started):
             with contextlib.suppress(Exception):
                 await a.stop_receiving()
-        if self.dispatchers:
+        if self._tasks:  # dispatchers running (not after a failed start, nor a second stop)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.drain(), drain_timeout)
         for t in self._tasks:
