@@ -354,7 +354,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _install_signals(stop)
     try:
-        await bot.start(schedules=False)
+        if not await _start_unless_stopped(bot, stop, schedules=False):
+            return 130  # stopped while a platform was still unreachable
         task = asyncio.create_task(
             replay(
                 bot,

@@ -434,6 +434,9 @@ class Dispatcher:
         self._queues.setdefault(new_key, deque()).extendleft(reversed(moved))
         self._loaded += 1  # the item was taken out of the queue to be sent; it is back
         self._moved[old_key] = new
+        # The same group under its new id: it keeps its pace.
+        if old_key in self._chat_next:
+            self._chat_next[new_key] = max(self._chat_next[old_key], self._chat_next.get(new_key, 0.0))
         self._schedule(new_key, 0.0)
         try:
             await self.store.move_chat(item.adapter, item.chat, new, [it.id for it in moved])
