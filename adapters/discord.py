@@ -109,8 +109,10 @@ class DiscordAdapter(Adapter):
     def _new_client(self) -> discord.Client:
         # A closed discord.Client cannot log in again (its connector is closed with it):
         # a retried start gets a fresh one.
-        # Nor does the bot speak: discord.py's warning that voice is unavailable is noise to an operator.
+        # Nor does the bot speak: discord.py's warnings that voice is unavailable are noise to an operator.
         discord.VoiceClient.warn_nacl = False
+        if hasattr(discord.VoiceClient, "warn_dave"):  # discord.py 2.7+
+            discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True
         client = discord.Client(

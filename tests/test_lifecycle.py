@@ -16,6 +16,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from fakes.discord_api import FakeChannel, FakeDiscord, FakeGuild
 from fakes.telegram_api import FakeTelegram, unused_tcp_port
 
@@ -258,3 +260,23 @@ async def test_discord_down_at_start_is_retried_with_a_fresh_client(tmp_path, ca
         await store.close()
     assert answer.content == "Phase cruise."
     assert "dc: cannot reach Discord (" in caplog.text and DC_TOKEN not in caplog.text
+
+
+async def test_a_refused_discord_token_is_a_final_one_line_error(tmp_path):
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.discord import DiscordAdapter
+    from personae.app.runtime import AdapterStartError, Bot
+    from personae.language.loader import load_personas
+
+    write_config(tmp_path, "")
+    async with FakeDiscord("another.token", bot_user_id=BOT_ID) as fake:
+        with fake.patch_discord():
+            options = {"token_env": "T", "ready_timeout": 10}
+            adapter = DiscordAdapter.create(AdapterConfig("dc", "lander", (), (), options), {"T": DC_TOKEN})
+            bot = Bot(load_personas([tmp_path / "personas"]), [adapter], store=None)
+            try:
+                with pytest.raises(AdapterStartError) as refused:
+                    await asyncio.wait_for(bot.start(schedules=False), 20)
+            finally:
+                await bot.stop()
+    assert str(refused.value) == "adapter 'dc' failed to start: Discord refused the token (login failure)"
