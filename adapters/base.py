@@ -89,6 +89,15 @@ class DeliveryError(Exception):
 IncomingHandler = Callable[["Incoming"], Awaitable[None]]
 
 
+class PlatformUnreachable(Exception):
+    """Starting failed for a reason that may pass: network down, a 5xx, a timeout, flood control.
+
+    The runtime retries the start with backoff. Any other exception from
+    :meth:`Adapter.start` (a refused token, a bad option) is final.
+    The message reads after the adapter's name: ``"cannot reach Telegram (…)"``.
+    """
+
+
 @dataclass
 class AdapterConfig:
     """Settings common to every adapter (from one ``[[adapters]]`` table of bot.toml)."""
@@ -152,9 +161,17 @@ class Adapter(abc.ABC):
     async def send(self, delivery: Delivery) -> Receipt:
         """Deliver one message, or raise :class:`DeliveryError`."""
 
+    async def stop_receiving(self) -> None:
+        """Stop taking user messages, but keep sending: the runtime drains the outbox next.
+
+        Messages already received are handed to the runtime before this returns
+        (within a bounded time). :meth:`stop` follows. The default does nothing.
+        """
+        return None
+
     @abc.abstractmethod
     async def stop(self) -> None:
-        """Disconnect. Must be safe to call after a failed or partial start."""
+        """Disconnect. Must be safe to call after a failed or partial start, and more than once."""
 
     @property
     def channels(self) -> tuple[str, ...]:

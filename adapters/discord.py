@@ -33,9 +33,21 @@ from typing import Any
 import aiohttp
 import discord
 
-from .base import Adapter, AdapterConfig, Delivery, DeliveryError, IncomingHandler, Limits, Receipt
+from .base import (
+    Adapter,
+    AdapterConfig,
+    Delivery,
+    DeliveryError,
+    IncomingHandler,
+    Limits,
+    PlatformUnreachable,
+    Receipt,
+)
 
 log = logging.getLogger("personae.discord")
+
+#: Seconds :meth:`DiscordAdapter.stop_receiving` gives messages being handled to finish.
+HANDLE_RECEIVED_TIMEOUT = 5.0
 
 _MENTION = re.compile(r"<@!?(\d+)>")
 
@@ -86,18 +98,31 @@ class DiscordAdapter(Adapter):
             everyone=False, roles=False, users=bool(opts.get("allow_user_mentions", False)), replied_user=True
         )
         self.ready_timeout = float(opts.get("ready_timeout", 30))
-        intents = discord.Intents.default()
-        intents.message_content = True
-        self.client = discord.Client(
-            intents=intents,
-            guild_ready_timeout=float(opts.get("guild_ready_timeout", 2.0)),
-            allowed_mentions=self.allowed_mentions,
-        )
+        self._guild_ready_timeout = float(opts.get("guild_ready_timeout", 2.0))
+        self.client = self._new_client()
         self._on_message: IncomingHandler | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self.client.event(self.on_ready)
-        self.client.event(self.on_message)
+        #: Handlers of received messages still running (stop_receiving waits for them).
+        self._handling: set[asyncio.Task[Any]] = set()
+
+    def _new_client(self) -> discord.Client:
+        # A closed discord.Client cannot log in again (its connector is closed with it):
+        # a retried start gets a fresh one.
+        # Nor does the bot speak: discord.py's warnings that voice is unavailable are noise to an operator.
+        discord.VoiceClient.warn_nacl = False
+        if hasattr(discord.VoiceClient, "warn_dave"):  # discord.py 2.7+
+            discord.VoiceClient.warn_dave = False
+        intents = discord.Intents.default()
+        intents.message_content = True
+        client = discord.Client(
+            intents=intents,
+            guild_ready_timeout=self._guild_ready_timeout,
+            allowed_mentions=self.allowed_mentions,
+        )
+        client.event(self.on_ready)
+        client.event(self.on_message)
+        return client
 
     @classmethod
     def create(cls, config: AdapterConfig, environ: Mapping[str, str]) -> DiscordAdapter:
@@ -116,17 +141,32 @@ class DiscordAdapter(Adapter):
     # -- lifecycle
 
     async def start(self, on_message: IncomingHandler) -> None:
-        """Log in over REST, connect the gateway, and wait for READY."""
+        """Log in over REST, connect the gateway, and wait for READY.
+
+        Raises :class:`PlatformUnreachable` when Discord cannot be reached, answers
+        with a server error or the gateway is not ready in time (the runtime
+        retries), ``RuntimeError`` when it refuses the token.
+        """
+        if self.client.is_closed():
+            self.client = self._new_client()
+        self._ready.clear()
         self._on_message = on_message
         try:
             await self.client.login(self._token)
         except discord.LoginFailure:
             raise RuntimeError("Discord refused the token (login failure)") from None
+        except discord.HTTPException as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise PlatformUnreachable(f"cannot reach Discord (HTTP {exc.status})") from None
+            raise RuntimeError(f"Discord refused the login: HTTP {exc.status} {exc.text}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise PlatformUnreachable(f"cannot reach Discord ({type(exc).__name__}: {exc})") from None
         self._runner = asyncio.create_task(self._connect(), name=f"discord-{self.name}")
         try:
             await asyncio.wait_for(self._ready.wait(), self.ready_timeout)
         except TimeoutError:
-            raise RuntimeError(f"Discord gateway not ready after {self.ready_timeout:g}s") from None
+            why = f"gateway not ready after {self.ready_timeout:g}s"
+            raise PlatformUnreachable(f"cannot reach Discord ({why})") from None
 
     async def _connect(self) -> None:
         try:
@@ -143,8 +183,18 @@ class DiscordAdapter(Adapter):
         log.info("discord adapter %s ready as %s", self.name, user)
         self._ready.set()
 
+    async def stop_receiving(self) -> None:
+        """Hand no more messages to the runtime, and let those being handled finish.
+
+        The gateway and the HTTP session stay open for the runtime's drain.
+        """
+        self._on_message = None
+        if self._handling:
+            await asyncio.wait(set(self._handling), timeout=HANDLE_RECEIVED_TIMEOUT)
+
     async def stop(self) -> None:
         """Close the gateway and the HTTP session."""
+        self._on_message = None
         with contextlib.suppress(Exception):
             await self.client.close()
         if self._runner is not None:
@@ -157,15 +207,22 @@ class DiscordAdapter(Adapter):
 
     async def on_message(self, message: discord.Message) -> None:
         """MESSAGE_CREATE: map to an Incoming and hand it to the runtime."""
-        if self._on_message is None:
-            return
+        handler = self._on_message
+        if handler is None:
+            return  # stopping: Discord would not redeliver it anyway
         incoming = self.to_incoming(message)
         if incoming is None:
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self._handling.add(task)
         try:
-            await self._on_message(incoming)
+            await handler(incoming)
         except Exception:  # one bad message must not stop the bot
             log.exception("discord %s failed to handle message %s", self.name, message.id)
+        finally:
+            if task is not None:
+                self._handling.discard(task)
 
     def to_incoming(self, message: discord.Message) -> Any:
         """The Incoming for ``message``, or ``None`` for the bot's own and other bots' messages."""

@@ -46,9 +46,22 @@ from telegram.error import (
 from telegram.ext import Updater
 from telegram.request import HTTPXRequest
 
-from .base import Adapter, AdapterConfig, Delivery, DeliveryError, IncomingHandler, Limits, OptionError, Receipt
+from .base import (
+    Adapter,
+    AdapterConfig,
+    Delivery,
+    DeliveryError,
+    IncomingHandler,
+    Limits,
+    OptionError,
+    PlatformUnreachable,
+    Receipt,
+)
 
 log = logging.getLogger("personae.telegram")
+
+#: Seconds :meth:`TelegramAdapter.stop_receiving` gives updates already fetched to be handled.
+HANDLE_FETCHED_TIMEOUT = 5.0
 
 ALLOWED_UPDATES = ["message", "edited_message", "channel_post", "my_chat_member"]
 
@@ -165,11 +178,27 @@ class TelegramAdapter(Adapter):
     # -- lifecycle
 
     async def start(self, on_message: IncomingHandler) -> None:
-        """Log in (getMe), then poll or serve the webhook."""
+        """Log in (getMe), then poll or serve the webhook.
+
+        Raises :class:`PlatformUnreachable` when Telegram cannot be reached or
+        answers with a server error (the runtime retries), ``RuntimeError`` when
+        it refuses the token.
+        """
         try:
-            await self.bot.initialize()
+            await self._start(on_message)
         except InvalidToken:
             raise RuntimeError("Telegram refused the token (InvalidToken)") from None
+        except RetryAfter as exc:
+            wait = _retry_seconds(exc)
+            raise PlatformUnreachable(f"cannot reach Telegram (flood control: retry after {wait:g}s)") from None
+        except NetworkError as exc:  # connection refused, timeouts, 5xx (PTB maps them all here)
+            raise PlatformUnreachable(f"cannot reach Telegram ({exc.message})") from None
+        except TelegramError as exc:
+            raise RuntimeError(f"Telegram refused to start the bot: {exc.message}") from None
+        log.info("telegram adapter %s started as @%s (%s)", self.name, self.username, self.mode)
+
+    async def _start(self, on_message: IncomingHandler) -> None:
+        await self.bot.initialize()
         self._consumer = asyncio.create_task(self._consume(on_message), name=f"telegram-{self.name}")
         if self.mode == "webhook":
             await self._start_webhook()
@@ -181,32 +210,47 @@ class TelegramAdapter(Adapter):
                 allowed_updates=ALLOWED_UPDATES,
                 error_callback=self._polling_error,
             )
-        log.info("telegram adapter %s started as @%s (%s)", self.name, self.username, self.mode)
 
     def _polling_error(self, error: TelegramError) -> None:
         # PTB keeps polling with its own backoff; the message may carry the URL, hence the token.
         log.warning("telegram %s polling error: %s", self.name, error)
 
-    async def stop(self) -> None:
-        """Stop polling / the webhook server and the consumer."""
+    async def stop_receiving(self) -> None:
+        """Stop polling (or the webhook server), then handle the updates already fetched.
+
+        Those are confirmed to Telegram by the polling's last call, so they must
+        not be dropped; the client stays open for the runtime's drain.
+        """
         if self._updater is not None:
             with contextlib.suppress(Exception):
                 if self._updater.running:
                     await self._updater.stop()
-                await self._updater.shutdown()
-            self._updater = None
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
             self._runner = None
+        if self._consumer is not None and not self._consumer.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), HANDLE_FETCHED_TIMEOUT)
+        await self._stop_consumer()
+
+    async def stop(self) -> None:
+        """Stop receiving, then close the client."""
+        await self.stop_receiving()
+        if self._updater is not None:
+            with contextlib.suppress(Exception):
+                await self._updater.shutdown()
+            self._updater = None
+        if self._bot is not None:
+            with contextlib.suppress(Exception):
+                await self._bot.shutdown()
+
+    async def _stop_consumer(self) -> None:
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._consumer
             self._consumer = None
-        if self._bot is not None:
-            with contextlib.suppress(Exception):
-                await self._bot.shutdown()
 
     # -- webhook
 
@@ -247,15 +291,21 @@ class TelegramAdapter(Adapter):
     async def _consume(self, on_message: IncomingHandler) -> None:
         while True:
             update = await self._queue.get()
-            if not isinstance(update, Update):
-                continue
-            incoming = self.to_incoming(update)
-            if incoming is None:
-                continue
             try:
-                await on_message(incoming)
-            except Exception:  # one bad update must not stop the bot
-                log.exception("telegram %s failed to handle update %s", self.name, update.update_id)
+                await self._handle(update, on_message)
+            finally:
+                self._queue.task_done()  # stop_receiving waits for the queue to be handled
+
+    async def _handle(self, update: object, on_message: IncomingHandler) -> None:
+        if not isinstance(update, Update):
+            return
+        incoming = self.to_incoming(update)
+        if incoming is None:
+            return
+        try:
+            await on_message(incoming)
+        except Exception:  # one bad update must not stop the bot
+            log.exception("telegram %s failed to handle update %s", self.name, update.update_id)
 
     def to_incoming(self, update: Update) -> Any:
         """Map an update to an :class:`Incoming` (non-text updates get a ``kind`` and are logged, not answered)."""

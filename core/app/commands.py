@@ -238,6 +238,24 @@ def _stamp_printer(personas: Mapping[str, Any]) -> Any:
     return show
 
 
+async def _start_unless_stopped(bot: Any, stop: asyncio.Event, *, schedules: bool) -> bool:
+    """Start ``bot``; False when a signal came first (a platform may be down, start retrying for ever)."""
+    starting = asyncio.create_task(bot.start(schedules=schedules))
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if starting.cancelled():
+        return False
+    starting.result()  # raises what the start raised (a refused token: AdapterStartError)
+    return True
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -341,7 +359,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     screen = open_screen(setup.adapters, now=clock.now, on_quit=stop.set)
     progress = screen.progress(len(in_window), timeline.id)
     try:
-        await bot.start(schedules=False)
+        if not await _start_unless_stopped(bot, stop, schedules=False):
+            return 130  # stopped while a platform was still unreachable
         task = asyncio.create_task(
             replay(
                 bot,
@@ -470,8 +489,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
     screen = open_screen(adapters, now=clock.now, on_quit=stop.set)
     tasks: list[asyncio.Task[Any]] = []
     progress: Progress | None = None
+    failed_start = True  # a refused start is one error line, with no "stopped." after it
     try:
-        await bot.start(schedules=not replays and all(e.schedules for e, _ in timelines))
+        schedules = not replays and all(e.schedules for e, _ in timelines)
+        started = await _start_unless_stopped(bot, stop, schedules=schedules)
+        failed_start = False
+        if not started:
+            return 0  # a signal while a platform was still unreachable
         names = ", ".join(f"{a.name}" for a in adapters)
         sys.stderr.write(f"personae running: {len(personas)} persona(s), adapters: {names}. Ctrl-C to stop.\n")
         if bot_cfg.reload:
@@ -549,7 +573,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         await bot.stop()
         await store.close()
         await screen.close()
-        sys.stderr.write("stopped.\n")
+        if not failed_start:
+            sys.stderr.write("stopped.\n")
     return 0
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from personae.adapters.base import Adapter, Receipt
+from personae.adapters.base import Adapter, PlatformUnreachable, Receipt
 
 from ..delivery.dispatcher import Dispatcher
 from ..delivery.secrets import Redactor, install_log_redaction
@@ -79,6 +79,10 @@ class BotOptions:
     commands: Commands = field(default_factory=Commands)
     persist_state: bool = True
     run: str | None = None
+    #: Seconds before the first retry of an adapter whose platform could not be reached at
+    #: start; doubled after each failed attempt, up to ``start_backoff_max``.
+    start_backoff: float = 1.0
+    start_backoff_max: float = 60.0
 
 
 class Bot:
@@ -202,34 +206,67 @@ class Bot:
     # -- lifecycle
 
     async def start(self, *, schedules: bool = True) -> None:
-        """Start dispatchers, adapters and cron schedules."""
+        """Start adapters, each lane's dispatcher once its adapters are up, then cron schedules.
+
+        Adapters start side by side. One whose platform cannot be reached
+        (:class:`PlatformUnreachable`) is retried with backoff, a warning line per
+        attempt; this returns once every adapter runs. Any other start failure
+        stops the rest and raises :class:`AdapterStartError`.
+        """
         install_log_redaction(self.redactor)
-        if self.store is not None:
-            lanes: dict[str, list[Adapter]] = {}
-            for a in self.adapters:
-                self._subscribers[a.name] = await self.store.subscribers(a.name)
-                lanes.setdefault(a.lane or a.name, []).append(a)
-            for lane, group in lanes.items():
-                d = Dispatcher(
-                    self.store,
-                    group,
-                    redact=self.redactor,
-                    on_sent=self._sent,
-                    on_failed=self._failed,
-                    on_chat_gone=self._chat_gone,
-                    on_chat_moved=self._chat_moved,
-                    seed=self.options.seed,
-                )
-                self.dispatchers[lane] = d
-                self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{lane}"))
+        lanes: dict[str, list[Adapter]] = {}
         for a in self.adapters:
-            try:
-                await a.start(self.on_message)
-            except Exception as exc:
-                raise AdapterStartError(self.redactor(f"adapter '{a.name}' failed to start: {exc}")) from None
-            self._started.append(a)
+            lanes.setdefault(a.lane or a.name, []).append(a)
+            if self.store is not None:
+                self._subscribers[a.name] = await self.store.subscribers(a.name)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for lane, members in lanes.items():
+                    group.create_task(self._start_lane(lane, members))
+        except BaseExceptionGroup as failed:
+            # The first real failure; the others were cancelled because of it.
+            errors = [e for e in failed.exceptions if not isinstance(e, asyncio.CancelledError)]
+            raise (errors or list(failed.exceptions))[0] from None
         if schedules:
             self.start_schedules()
+
+    async def _start_lane(self, lane: str, members: list[Adapter]) -> None:
+        """Start a lane's adapters, then its dispatcher: nothing is sent through an adapter not yet up."""
+        await asyncio.gather(*(self._start_adapter(a) for a in members))
+        if self.store is None:
+            return
+        d = Dispatcher(
+            self.store,
+            members,
+            redact=self.redactor,
+            on_sent=self._sent,
+            on_failed=self._failed,
+            on_chat_gone=self._chat_gone,
+            on_chat_moved=self._chat_moved,
+            seed=self.options.seed,
+        )
+        self.dispatchers[lane] = d
+        self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{lane}"))
+
+    async def _start_adapter(self, a: Adapter) -> None:
+        wait = self.options.start_backoff
+        while True:
+            try:
+                await a.start(self.on_message)
+            except PlatformUnreachable as exc:
+                await _quietly_stop(a)
+                log.warning("%s", self.redactor(f"{a.name}: {exc}, retrying in {wait:g} s"))
+                await asyncio.sleep(wait)
+                wait = min(self.options.start_backoff_max, wait * 2)
+                continue
+            except Exception as exc:
+                await _quietly_stop(a)
+                raise AdapterStartError(self.redactor(f"adapter '{a.name}' failed to start: {exc}")) from None
+            except BaseException:  # cancelled (stopped while starting): leave nothing half open
+                await asyncio.shield(_quietly_stop(a))
+                raise
+            self._started.append(a)
+            return
 
     def start_schedules(self, after: datetime | None = None, *, cast: frozenset[str] | None = None) -> None:
         """Put every persona's cron entries on the scheduler (again: the previous ones are taken off).
@@ -282,22 +319,29 @@ class Bot:
         await asyncio.gather(*(d.drained() for d in self.dispatchers.values()))
 
     async def stop(self, *, drain_timeout: float = 10.0) -> None:
-        """Stop adapters, let dispatchers finish what is queued (bounded), flush the store."""
+        """Stop taking messages, deliver what is queued (within ``drain_timeout``), then stop adapters.
+
+        The order matters: an adapter must still be connected while the outbox
+        drains. What the timeout leaves unsent stays pending in the outbox and is
+        sent after the next start.
+        """
         if self.replays is not None:
             await self.replays.shutdown()
         for a in reversed(self._started):
             with contextlib.suppress(Exception):
-                await a.stop()
-        self._started.clear()
-        if self.dispatchers:
+                await a.stop_receiving()
+        if self._tasks:  # dispatchers running (not after a failed start, nor a second stop)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.drain(), drain_timeout)
         for t in self._tasks:
-            t.cancel()
+            t.cancel()  # a dispatcher lets its sends in flight finish
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        for a in reversed(self._started):
+            await _quietly_stop(a)
+        self._started.clear()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -598,6 +642,14 @@ class Bot:
 
     def _scheduler_error(self, exc: BaseException) -> None:
         log.error("scheduled task failed: %s", self.redactor(f"{type(exc).__name__}: {exc}"))
+
+
+async def _quietly_stop(adapter: Adapter) -> None:
+    """Stop ``adapter``; a failure to stop is not worth more than a debug line."""
+    try:
+        await adapter.stop()
+    except Exception as exc:
+        log.debug("%s did not stop cleanly: %s", adapter.name, exc)
 
 
 def _with_adapter(o: Outgoing, incoming: Incoming) -> Outgoing:

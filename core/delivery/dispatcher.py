@@ -10,6 +10,12 @@ other transient failures back off exponentially (up to ``max_backoff``) and
 are retried until sent, unless ``max_attempts`` is set. Every outcome is written to
 the outbox row before the next send to that chat, so a crash can repeat at
 most the sends in flight at that instant.
+
+The per-chat and group paces hold for every send, not only within a backlog:
+when a chat's queue runs dry, the time it may next be sent to is kept, so an
+answer to a question asked a moment after the previous answer still waits its
+turn. The first message to a chat that has been quiet for one interval goes
+at once (there is no burst allowance beyond that one message).
 """
 
 from __future__ import annotations
@@ -106,6 +112,8 @@ class Dispatcher:
         self._moved: dict[Key, str] = {}
         self._cancelled: set[str] = set()
         self._global_next = 0.0
+        #: When each chat may next be sent to, kept after its queue runs dry (pruned once past).
+        self._chat_next: dict[Key, float] = {}
         self._last_id = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -115,6 +123,8 @@ class Dispatcher:
         self._generation = 0
         self._marks: list[tuple[tuple[int, str, str | None, str | None], asyncio.Future[None] | None]] = []
         self._committer: asyncio.Task[None] | None = None
+        #: Set once run() is cancelled: sends in flight finish, nothing new starts.
+        self._stopping = False
 
     # -- public
 
@@ -210,6 +220,7 @@ class Dispatcher:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
+            self._stopping = True
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -274,6 +285,7 @@ class Dispatcher:
         queue = self._queues.get(key)
         if key in self._scheduled or key in self._inflight or not queue:
             return
+        at = max(at, self._chat_next.get(key, 0.0))
         self._scheduled.add(key)
         # Ties (chats ready at once) go oldest message first: a lane with no
         # per-chat pacing then sends in exact outbox order.
@@ -315,14 +327,26 @@ class Dispatcher:
         finally:
             self._inflight.discard(key)
             self._slots.release()
+            self._remember_pace(key, next_at)
             self._schedule(key, next_at)
             if not self._queues.get(key):
                 self._queues.pop(key, None)
             self._wake.set()
 
+    def _remember_pace(self, key: Key, next_at: float) -> None:
+        """Keep when ``key`` may be sent to next, even if its queue is empty now."""
+        if next_at > time.monotonic():
+            self._chat_next[key] = next_at
+        else:
+            self._chat_next.pop(key, None)
+        if len(self._chat_next) > 2 * len(self._queues) + 1024:
+            # Amortised pruning: a broadcast to many chats leaves one entry each until it passes.
+            now = time.monotonic()
+            self._chat_next = {k: t for k, t in self._chat_next.items() if t > now}
+
     def _next_in_line(self, key: Key, next_at: float) -> OutboxItem | None:
         """The chat's next item, if the run loop would pick it next anyway (no pacing, nothing older ready)."""
-        if self._global_interval or next_at > time.monotonic():
+        if self._stopping or self._global_interval or next_at > time.monotonic():
             return None
         queue = self._queues.get(key)
         if not queue or queue[0].run in self._cancelled:
@@ -410,6 +434,9 @@ class Dispatcher:
         self._queues.setdefault(new_key, deque()).extendleft(reversed(moved))
         self._loaded += 1  # the item was taken out of the queue to be sent; it is back
         self._moved[old_key] = new
+        # The same group under its new id: it keeps its pace.
+        if old_key in self._chat_next:
+            self._chat_next[new_key] = max(self._chat_next[old_key], self._chat_next.get(new_key, 0.0))
         self._schedule(new_key, 0.0)
         try:
             await self.store.move_chat(item.adapter, item.chat, new, [it.id for it in moved])

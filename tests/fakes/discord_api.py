@@ -211,6 +211,8 @@ class SentMessage:
     attachments: tuple[str, ...] = ()
     embeds: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    time: float = field(default=0.0, compare=False)
+    """When the fake created the message (``time.monotonic()``): pacing tests read the gaps."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,7 @@ class FakeDiscord:
         privileged_intents: privileged intents "enabled in the developer portal"; asking for
             any other closes the gateway with 4014 like Discord.
         seed: seeds the random faults, session ids and bucket hashes, for repeatable runs.
+        port: the port to listen on (0: a free one); a test can start the fake late on a known port.
 
     Records a test reads (plain attributes, newest last):
         sent: :class:`SentMessage` for every message created (a nonce-deduplicated retry adds none).
@@ -383,6 +386,7 @@ class FakeDiscord:
         slow_delay: float = 0.3,
         privileged_intents: Collection[str] = ("members", "presences", "message_content"),
         seed: int = 0,
+        port: int = 0,
     ) -> None:
         unknown = set(privileged_intents) - set(_PRIVILEGED)
         if unknown:
@@ -426,6 +430,7 @@ class FakeDiscord:
         self._app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._wanted_port = port
 
         self._routes: list[tuple[str, re.Pattern[str], str, _Handler]] = [
             ("GET", re.compile(r"/gateway"), "/gateway", self._h_gateway),
@@ -494,13 +499,13 @@ class FakeDiscord:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen on 127.0.0.1 on a free port."""
+        """Listen on 127.0.0.1 (on a free port unless one was given)."""
         if self._runner is not None:
             raise RuntimeError("FakeDiscord already started")
         # A short shutdown timeout: cleanup must not wait a minute for a client's socket.
         runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self._wanted_port)
         await site.start()
         self._runner = runner
         self._port = int(runner.addresses[0][1])
@@ -1490,6 +1495,7 @@ class FakeDiscord:
                 attachments=tuple(filenames),
                 embeds=tuple(embeds),
                 raw=body,
+                time=time.monotonic(),
             )
         )
         self._notify()
