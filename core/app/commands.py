@@ -90,6 +90,18 @@ async def run_command(args: argparse.Namespace) -> int:
     raise ConfigError(f"unknown command {args.command}")
 
 
+def _redact_stderr(redactor: Any) -> None:
+    """Mask secrets in everything this process writes to stderr from now on.
+
+    Log records are masked where they are made; this also covers what reaches
+    stderr without logging: warnings, a thread's traceback, a library's print.
+    """
+    from ..delivery.secrets import RedactingStream
+
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr, redactor)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -311,6 +323,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     clock = VirtualClock(clock_start, speed, fast_until=fast_until)
     redactor = Redactor()
     install_log_redaction(redactor)
+    _redact_stderr(redactor)
     bot = Bot(
         setup.personas,
         setup.adapters,
@@ -431,6 +444,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
     redactor = Redactor()
     install_log_redaction(redactor)
+    _redact_stderr(redactor)
     store = await Store(config.resolve(bot_cfg.database)).open()
     commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
 
@@ -567,6 +581,7 @@ async def cmd_emit(args: argparse.Namespace) -> int:
         raise ConfigError(f"no persona handles event '{event.name}'{did_you_mean(event.name, known)}")
     redactor = Redactor()
     install_log_redaction(redactor)
+    _redact_stderr(redactor)
     store = None if args.dry_run else await Store(setup.database).open()
     bot = Bot(
         setup.personas,
