@@ -86,6 +86,10 @@ class DiscordAdapter(Adapter):
             everyone=False, roles=False, users=bool(opts.get("allow_user_mentions", False)), replied_user=True
         )
         self.ready_timeout = float(opts.get("ready_timeout", 30))
+        # The bot never joins voice: discord.py's warnings that voice libraries
+        # (PyNaCl, davey) are missing would only worry the operator.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True
         self.client = discord.Client(
@@ -116,17 +120,25 @@ class DiscordAdapter(Adapter):
     # -- lifecycle
 
     async def start(self, on_message: IncomingHandler) -> None:
-        """Log in over REST, connect the gateway, and wait for READY."""
+        """Log in over REST, connect the gateway, and wait for READY.
+
+        A start that fails closes what it opened (the HTTP session, the
+        gateway): the operator reads one line, not "Unclosed client session".
+        """
         self._on_message = on_message
         try:
-            await self.client.login(self._token)
-        except discord.LoginFailure:
-            raise RuntimeError("Discord refused the token (login failure)") from None
-        self._runner = asyncio.create_task(self._connect(), name=f"discord-{self.name}")
-        try:
-            await asyncio.wait_for(self._ready.wait(), self.ready_timeout)
-        except TimeoutError:
-            raise RuntimeError(f"Discord gateway not ready after {self.ready_timeout:g}s") from None
+            try:
+                await self.client.login(self._token)
+            except discord.LoginFailure:
+                raise RuntimeError("Discord refused the token (login failure)") from None
+            self._runner = asyncio.create_task(self._connect(), name=f"discord-{self.name}")
+            try:
+                await asyncio.wait_for(self._ready.wait(), self.ready_timeout)
+            except TimeoutError:
+                raise RuntimeError(f"Discord gateway not ready after {self.ready_timeout:g}s") from None
+        except BaseException:
+            await self.stop()
+            raise
 
     async def _connect(self) -> None:
         try:
