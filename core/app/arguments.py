@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from typing import Any
 
@@ -46,19 +45,6 @@ def key_value(value: str) -> tuple[str, Any]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return key, parsed
-
-
-def speed_arg(value: str) -> str:
-    """Mission seconds per real second, a finite positive number, or ``max`` (kept as written)."""
-    if value.strip().lower() == "max":
-        return value
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{_readable(value, 'speed')}' is not a number or 'max'") from None
-    if not math.isfinite(number) or number <= 0:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a positive number (or 'max')")
-    return value
 
 
 def seed_arg(value: str) -> int:

@@ -75,7 +75,7 @@ class TimelineEntry(_Model):
     @classmethod
     def _positive(cls, v: float | str) -> float | str:
         if isinstance(v, float | int) and not (math.isfinite(v) and v > 0):
-            raise ValueError(f"speed must be a positive number (or 'max'), not {v}")
+            raise ValueError("speed must be positive (or 'max')" + ("" if v <= 0 else f", a finite number, not {v}"))
         return v
 
     @field_validator("from_", "to")
