@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import shlex
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..engine.engine import Engine, EngineError
 from ..engine.messages import Chat, Event, Incoming, Outgoing, User
@@ -16,18 +18,27 @@ from ..language.templates import TemplateRenderError
 from ..timing.timeline import _scalar
 
 
-def parse_event_line(line: str, at: datetime) -> Event:
-    """Parse ``!event NAME key=value ...`` (values may be quoted)."""
+def parse_data(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` items as event data (values typed as in timelines: numbers, booleans)."""
+    data = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"expected key=value, found '{item}'")
+        data[key] = _scalar(value)
+    return data
+
+
+def parse_event_line(line: str, at: datetime, source: str = "chat") -> Event:
+    """Parse ``!event NAME key=value ...`` (values may be quoted).
+
+    ``source`` says where the line came from (``chat``, ``admin``); the log
+    shows it as the event row's status.
+    """
     parts = shlex.split(line)
     if len(parts) < 2:
         raise ValueError("usage: !event NAME key=value ...")
-    data = {}
-    for item in parts[2:]:
-        if "=" not in item:
-            raise ValueError(f"expected key=value, found '{item}'")
-        k, v = item.split("=", 1)
-        data[k] = _scalar(v)
-    return Event(parts[1], at, data, "chat", None, 0, f"chat:{at.isoformat()}:{parts[1]}")
+    return Event(parts[1], at, parse_data(parts[2:]), source, None, 0, f"{source}:{at.isoformat()}:{parts[1]}")
 
 
 class ChatSession:
@@ -136,9 +147,13 @@ def read_lines(
     the process alive after Ctrl-C. With ``answered``, each read (and its
     prompt) waits until the consumer releases it, so the next prompt comes
     after the reply to the last line, not before it.
+
+    Bytes that are not valid in the stream's encoding become U+FFFD: one bad
+    byte in piped input must not end the conversation.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
+    tolerant_decoding(stdin)
 
     def pump() -> None:
         while True:
@@ -150,9 +165,19 @@ def read_lines(
                 text = None
             if text == "" and prompt is None:
                 text = None
-            loop.call_soon_threadsafe(queue.put_nowait, text)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+            except RuntimeError:  # the loop has closed: nobody is reading any more
+                return
             if text is None:
                 return
 
     threading.Thread(target=pump, name="personae-stdin", daemon=True).start()
     return queue
+
+
+def tolerant_decoding(stream: TextIO) -> None:
+    """Decode ``stream`` with replacement characters instead of failing on invalid bytes."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict", "surrogateescape"):
+        with contextlib.suppress(ValueError, OSError):
+            stream.reconfigure(errors="replace")

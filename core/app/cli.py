@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..language.errors import ConfigError, Diagnostic, PersonaeError
+from .arguments import count, identifier, seed_arg, text
 
 EXAMPLES = """\
 examples:
@@ -65,21 +66,23 @@ def _parser() -> argparse.ArgumentParser:
             "prints each reply as 'Name: text'. A line '!event NAME key=value ...' raises an event instead."
         ),
     )
-    chat.add_argument("persona", metavar="PERSONA", help="persona id, e.g. philae")
+    chat.add_argument("persona", metavar="PERSONA", type=identifier, help="persona id, e.g. philae")
     chat.add_argument(
         "--personas", action="append", metavar="PATH", help="persona files or folders (repeatable; default: personas/)"
     )
     chat.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
     chat.add_argument("--no-log", action="store_true", help="do not log or persist state")
-    chat.add_argument("--user", default=None, metavar="NAME", help="your display name (default: your login)")
-    chat.add_argument("--seed", type=int, default=0, help="seed for random picks (default: 0)")
+    chat.add_argument("--user", default=None, metavar="NAME", type=text, help="your display name (default: your login)")
+    chat.add_argument("--seed", type=seed_arg, default=0, help="seed for random picks (default: 0)")
 
     log = sub.add_parser("log", help="read the interaction log", description="Query the SQLite interaction log.")
     log.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
-    log.add_argument("--persona", metavar="ID", help="only this persona")
+    log.add_argument("--persona", metavar="ID", type=identifier, help="only this persona")
     log.add_argument("--direction", choices=["in", "out", "event"], help="only this direction")
-    log.add_argument("--since", metavar="ISO", help="only rows at or after this UTC time, e.g. 2026-11-24T10:00")
-    log.add_argument("--limit", type=_count, default=50, metavar="N", help="last N rows (default: 50; 0 = all)")
+    log.add_argument(
+        "--since", metavar="ISO", type=text, help="only rows at or after this UTC time, e.g. 2026-11-24T10:00"
+    )
+    log.add_argument("--limit", type=count, default=50, metavar="N", help="last N rows (default: 50; 0 = all)")
     log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
     from .commands import add_runtime_commands
@@ -94,17 +97,6 @@ def _parser() -> argparse.ArgumentParser:
 #: can wait seconds for its turn and the log and outbox fall behind. A shorter
 #: interval lets the waiting thread force its turn. bench/ uses the same value.
 SWITCH_INTERVAL = 0.0002
-
-
-def _count(text: str) -> int:
-    """A whole number, 0 or more (for argparse)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} is negative")
-    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line per problem: a bot.toml reports all of its problems at once.
         sys.stderr.writelines(f"error: {line}\n" for line in str(exc).splitlines() or [""])
         return 1
+    except OSError as exc:
+        # A file the command was given cannot be read or written (too long a name, a folder, ...).
+        sys.stderr.write(f"error: {_os_error(exc)}\n")
+        return 1
+    except Exception as exc:
+        # A bug: say so in one line; PERSONAE_DEBUG=1 shows where.
+        if os.environ.get("PERSONAE_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"error: internal error, please report it: {type(exc).__name__}: {exc} (PERSONAE_DEBUG=1 shows where)\n"
+        )
+        return 1
+
+
+def _os_error(exc: OSError) -> str:
+    """``path: reason`` for an OSError, without Python's ``[Errno N]`` prefix."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else str(exc.filename)
+    if len(name) > 80:
+        name = name[:77] + "..."
+    return f"{name}: {reason}"
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..language.errors import ConfigError, PersonaeError, did_you_mean
+from .arguments import identifier, key_value, seed_arg
 
 log = logging.getLogger("personae")
 
@@ -48,11 +50,15 @@ def add_runtime_commands(sub: Any) -> None:
     rp.add_argument("--from", dest="start", metavar="DATE", help="start at this mission time (ISO 8601, UTC)")
     rp.add_argument("--to", dest="end", metavar="DATE", help="stop after this mission time")
     rp.add_argument(
-        "--adapter", action="append", metavar="NAME", help="deliver through this bot.toml adapter (repeatable)"
+        "--adapter",
+        action="append",
+        metavar="NAME",
+        type=identifier,
+        help="deliver through this bot.toml adapter (repeatable)",
     )
     rp.add_argument("--dry-run", action="store_true", help="print the transcript; write nothing, send nothing")
-    rp.add_argument("--resume", metavar="RUN", help="finish an interrupted replay run")
-    rp.add_argument("--seed", type=int, default=None, help="seed for random picks (default: bot.toml's, else 0)")
+    rp.add_argument("--resume", metavar="RUN", type=identifier, help="finish an interrupted replay run")
+    rp.add_argument("--seed", type=seed_arg, default=None, help="seed for random picks (default: bot.toml's, else 0)")
     rp.add_argument("--config", default=None, metavar="FILE", help="bot configuration (default: bot.toml if present)")
     rp.add_argument(
         "--personas",
@@ -71,9 +77,9 @@ def add_runtime_commands(sub: Any) -> None:
         help="raise one event now and deliver the reactions",
         description="Raise EVENT with key=value data, deliver the reactions through bot.toml's adapters, and exit.",
     )
-    em.add_argument("event", metavar="EVENT")
-    em.add_argument("data", nargs="*", metavar="KEY=VALUE")
-    em.add_argument("--persona", metavar="ID", help="only this persona reacts")
+    em.add_argument("event", metavar="EVENT", type=identifier)
+    em.add_argument("data", nargs="*", metavar="KEY=VALUE", type=key_value, help="event data, e.g. site=Agilkia")
+    em.add_argument("--persona", metavar="ID", type=identifier, help="only this persona reacts")
     em.add_argument("--config", default="bot.toml", metavar="FILE", help="bot configuration (default: bot.toml)")
     em.add_argument("--dry-run", action="store_true", help="print the reactions; write nothing, send nothing")
 
@@ -88,6 +94,18 @@ async def run_command(args: argparse.Namespace) -> int:
     if args.command == "emit":
         return await cmd_emit(args)
     raise ConfigError(f"unknown command {args.command}")
+
+
+def _redact_stderr(redactor: Any) -> None:
+    """Mask secrets in everything this process writes to stderr from now on.
+
+    Log records are masked where they are made; this also covers what reaches
+    stderr without logging: warnings, a thread's traceback, a library's print.
+    """
+    from ..delivery.secrets import RedactingStream
+
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr, redactor)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -333,6 +351,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     clock = VirtualClock(clock_start, speed, fast_until=fast_until)
     redactor = Redactor()
     install_log_redaction(redactor)
+    _redact_stderr(redactor)
     bot = Bot(
         setup.personas,
         setup.adapters,
@@ -399,8 +418,8 @@ def _parse_speed(text: str | float) -> float | None:
         value = float(text)
     except ValueError:
         raise ConfigError(f"--speed: '{text}' is not a number or 'max'") from None
-    if value <= 0:
-        raise ConfigError("--speed must be positive (or 'max')")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--speed: '{text}' is not a positive number (or 'max')")
     return value
 
 
@@ -459,6 +478,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
     redactor = Redactor()
     install_log_redaction(redactor)
+    _redact_stderr(redactor)
     store = await Store(config.resolve(bot_cfg.database)).open()
     commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
 
@@ -584,14 +604,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_emit(args: argparse.Namespace) -> int:
     """``personae emit``."""
     from ..delivery.secrets import Redactor, install_log_redaction
+    from ..engine.messages import Event
     from ..storage.store import Store
-    from .chat import parse_event_line
     from .runtime import Bot, BotOptions
 
     setup = _load_setup(args.config, personas_arg=None, db_arg=None, seed_arg=None, only=None)
-    import shlex
-
-    event = parse_event_line("!event " + " ".join(shlex.quote(x) for x in [args.event, *args.data]), datetime.now(UTC))
+    at = datetime.now(UTC)
+    # Logged with status "cli": the event came from the command line (a chat's `!event` says "chat").
+    event = Event(args.event, at, dict(args.data), "cli", None, 0, f"cli:{at.isoformat()}:{args.event}")
     if args.persona:
         if args.persona not in setup.personas:
             raise ConfigError(f"unknown persona '{args.persona}'{did_you_mean(args.persona, setup.personas)}")
@@ -606,6 +626,7 @@ async def cmd_emit(args: argparse.Namespace) -> int:
         raise ConfigError(f"no persona handles event '{event.name}'{did_you_mean(event.name, known)}")
     redactor = Redactor()
     install_log_redaction(redactor)
+    _redact_stderr(redactor)
     store = None if args.dry_run else await Store(setup.database).open()
     bot = Bot(
         setup.personas,

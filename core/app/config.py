@@ -7,6 +7,7 @@ Secrets are never in the file: adapters name the environment variable.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -74,8 +75,8 @@ class TimelineEntry(_Model):
     @field_validator("speed")
     @classmethod
     def _positive(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and v <= 0:
-            raise ValueError("speed must be positive (or 'max')")
+        if isinstance(v, float | int) and not (math.isfinite(v) and v > 0):
+            raise ValueError("speed must be positive (or 'max')" + ("" if v <= 0 else f", a finite number, not {v}"))
         return v
 
     @field_validator("from_", "to")
@@ -108,9 +109,8 @@ def adapter_class(kind: str) -> type[Any]:
     try:
         return _import(target)
     except ImportError as exc:
-        extra = kind if kind in ("telegram", "discord") else "all"
         raise ConfigError(
-            f"adapter '{kind}' needs extra packages: pip install 'personae[{extra}]' ({exc.name} is missing)"
+            f"adapter '{kind}' needs extra packages: {install_hint(kind)} ({exc.name} is missing)"
         ) from None
 
 
@@ -134,6 +134,12 @@ def _import(target: str) -> type[Any]:
     module, _, attr = target.partition(":")
     cls: type[Any] = getattr(importlib.import_module(module), attr)
     return cls
+
+
+def install_hint(kind: str) -> str:
+    """The command that installs what adapter ``kind`` needs, as README writes it (from a checkout)."""
+    extra = kind if kind in ("telegram", "discord") else "all"
+    return f'pip install -e ".[{extra}]"'
 
 
 class Config:
@@ -192,8 +198,12 @@ def load_config(path: str | Path, *, files: bool = False) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file (see README, 'Running bots: bot.toml'; or pass --config)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, not a bot.toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); is it really a bot.toml?") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
     return parse_config(text, p, files=files)
 
 

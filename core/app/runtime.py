@@ -428,7 +428,7 @@ class Bot:
                 from .chat import parse_event_line
 
                 try:
-                    event = parse_event_line(f"!event {cmd.args}", self.clock.now())
+                    event = parse_event_line(f"!event {cmd.args}", self.clock.now(), source="admin")
                 except ValueError as exc:
                     return reply(f"Usage: /{names.emit} EVENT key=value … ({exc})")
                 with self.engine.problems_of() as failed:

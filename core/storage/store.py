@@ -21,6 +21,7 @@ import json
 import logging
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -301,16 +302,18 @@ class Store:
 
     async def open(self) -> Store:
         """Connect, check the file is SQLite and writable, and migrate the schema."""
-        if self.readonly and not self.path.exists():
-            raise StoreError(f"{self.path}: no such database")
-        if not self.readonly and not self.path.parent.exists():
-            raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
         try:
-            if self.readonly:
-                uri = f"file:{self.path.resolve()}?mode=ro"
-                self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-            else:
-                self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            if self.path.is_dir():
+                raise StoreError(f"{self.path}: is a folder, not a database file")
+            if self.readonly and not self.path.exists():
+                raise StoreError(f"{self.path}: no such database")
+            if not self.readonly and not self.path.parent.exists():
+                raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: {exc.strerror or exc}") from None
+        try:
+            target, uri = await asyncio.to_thread(self._probe)
+            self._db = await aiosqlite.connect(target, uri=uri, isolation_level=None)
             await self._db.execute_fetchall("PRAGMA busy_timeout = 5000")
             version = next(iter(await self._db.execute_fetchall("PRAGMA user_version")))[0]
             await self._db.execute_fetchall("SELECT count(*) FROM sqlite_master")
@@ -327,9 +330,9 @@ class Store:
         except sqlite3.DatabaseError as exc:
             await self._abort()
             raise StoreError(_explain(self.path, exc)) from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a path SQLite cannot take (surrogates, NUL)
             await self._abort()
-            raise StoreError(f"{self.path}: {exc.strerror or exc}") from None
+            raise StoreError(f"{self.path}: {getattr(exc, 'strerror', None) or exc}") from None
         except BaseException:
             # aiosqlite's worker is a non-daemon thread: a connection left open
             # here would keep the interpreter from ever exiting.
@@ -338,6 +341,36 @@ class Store:
         if not self.readonly:
             self._writer = asyncio.create_task(self._write_loop(), name="personae-store-writer")
         return self
+
+    def _probe(self) -> tuple[str, bool]:
+        """Find how to open the file (path or URI), with a plain connection, before aiosqlite does.
+
+        aiosqlite cannot fail to connect cleanly: its worker thread then reports
+        to an event loop that may be closed by the time it does, and prints a
+        traceback. Connection errors are raised here instead.
+
+        Read-only: ``mode=ro`` sees what a running bot writes, but on a WAL
+        database it needs to create the ``-shm`` file next to it; where the
+        folder is not writable either, ``immutable=1`` reads the file as it is.
+        """
+        if not self.readonly:
+            sqlite3.connect(self.path).close()
+            return str(self.path), False
+        quoted = urllib.parse.quote(str(self.path.resolve()))
+        last: sqlite3.Error | None = None
+        for uri in (f"file:{quoted}?mode=ro", f"file:{quoted}?immutable=1"):
+            try:
+                con = sqlite3.connect(uri, uri=True)
+                try:
+                    con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                finally:
+                    con.close()
+            except sqlite3.OperationalError as exc:
+                last = exc
+                continue
+            return uri, True
+        assert last is not None
+        raise last
 
     async def _abort(self) -> None:
         if self._db is not None:
@@ -490,16 +523,26 @@ class Store:
         self._states[(persona, scope, chat)] = _json(dict(data))
 
     async def _write_loop(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception as exc:
-                # Keep the writer alive; the rows stay queued and are retried next tick.
-                log.error("could not write the log: %s", exc)
-                await asyncio.sleep(self.flush_interval)
+        try:
+            while not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                self._wake.clear()
+                try:
+                    await self.flush()
+                except Exception as exc:
+                    # Keep the writer alive; the rows stay queued and are retried next tick.
+                    log.error("could not write the log: %s", exc)
+                    await asyncio.sleep(self.flush_interval)
+        except asyncio.CancelledError:
+            if not self._closing:
+                # Cancelled by the event loop shutting down (``asyncio.run`` after an
+                # error left the store open): write what is queued and close, or the
+                # connection's non-daemon thread keeps the process alive for ever.
+                self._writer = None
+                with contextlib.suppress(Exception):
+                    await self.close()
+            raise
 
     async def flush(self) -> None:
         """Write every queued row and state change now; returns once they are committed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -20,6 +21,9 @@ class Clock(Protocol):
         """Return once :meth:`now` has reached ``when``."""
         ...
 
+
+#: The latest time a clock can show.
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 #: Real seconds a full-speed replay runs before it lets other tasks have the loop.
 BREATHE = 0.001
@@ -49,8 +53,8 @@ class VirtualClock:
     def __init__(self, start: datetime, speed: float | None = None, *, fast_until: datetime | None = None) -> None:
         if start.tzinfo is None:
             raise ValueError("the virtual clock needs a timezone-aware start time")
-        if speed is not None and speed <= 0:
-            raise ValueError("speed must be positive")
+        if speed is not None and not (math.isfinite(speed) and speed > 0):
+            raise ValueError("speed must be a positive number")
         self.speed = speed
         #: Until this mission time the clock runs at max speed (skipping ahead, resuming).
         self.fast_until = fast_until
@@ -65,7 +69,11 @@ class VirtualClock:
         if self.speed is None or self.fast_until is not None or self.halted:
             return self._anchor
         elapsed = (time.monotonic() - self._real0) * self.speed
-        return self._anchor + timedelta(seconds=elapsed)
+        try:
+            return self._anchor + timedelta(seconds=elapsed)
+        except OverflowError:
+            # A huge speed runs past year 9999 within seconds: the clock stops at the end of time.
+            return END_OF_TIME
 
     def is_instant(self, when: datetime) -> bool:
         """Whether reaching ``when`` takes no real time (full speed, fast-forwarding, or halted)."""

@@ -384,6 +384,7 @@ class FakeTelegram:
         slow_delay: float = 1.0,
         fault_retry_after: int = 1,
         strict_chats: bool = False,
+        echo_path: Callable[[str], str] | None = None,
         bot_username: str = "fake_test_bot",
         bot_first_name: str = "Fake Bot",
         host: str = "127.0.0.1",
@@ -408,6 +409,9 @@ class FakeTelegram:
         self.fault_retry_after = max(1, int(fault_retry_after))
         self.strict_chats = strict_chats
         """When true, sending to a chat never seen in an injected update answers "chat not found"."""
+        self.echo_path = echo_path
+        """When set, every error description ends with ``echo_path(request path)``, as some
+        servers and proxies do: the path carries the token, transformed as ``echo_path`` writes it."""
 
         self._host = host
         self._port = port
@@ -840,6 +844,16 @@ class FakeTelegram:
     # ---------------------------------------------------------------- HTTP layer
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        response = await self._answer(request)
+        if self.echo_path is None or not isinstance(response, web.Response) or response.status < 400:
+            return response
+        if request.transport is None or request.transport.is_closing() or not response.body:
+            return response
+        body = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        body["description"] = f"{body.get('description', 'Error')}: {self.echo_path(request.raw_path)}"
+        return web.json_response(body, status=response.status)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["tail"]
         if path.startswith("file/bot"):
             return await self._serve_file(path.removeprefix("file/bot"))
