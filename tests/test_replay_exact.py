@@ -146,7 +146,13 @@ def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
 
 def finish(procs: dict[str, subprocess.Popen[str]]) -> dict[str, tuple[int, str, str]]:
     """Wait for processes started together (they run in parallel): name -> (exit status, stdout, stderr)."""
-    outs = {name: p.communicate(timeout=60) for name, p in procs.items()}
+    try:
+        outs = {name: p.communicate(timeout=60) for name, p in procs.items()}
+    finally:
+        for p in procs.values():  # a hung one (the hang guard fired) is not left running
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     return {name: (procs[name].returncode, *outs[name]) for name in procs}
 
 
