@@ -90,3 +90,9 @@ async def test_two_replays_asked_at_once_start_one(persona_dir, tmp_path):
     assert sum(a.startswith("A replay is already running") for a in answers) == 1
     assert sqlite3.connect(tmp_path / "r.db").execute("SELECT count(*) FROM replays").fetchone() == (1,)
     assert runs.get("sent", 0) >= 1  # the one replay posted
+
+
+def test_to_a_bare_date_is_that_whole_day():
+    request = parse_request("to=2014-11-15")
+    assert request.end == datetime(2014, 11, 15, 23, 59, 59, 999999, tzinfo=UTC)
+    assert parse_request("from=2014-11-15 to=2014-11-15").start == datetime(2014, 11, 15, tzinfo=UTC)

@@ -18,7 +18,7 @@ from test_engine import T0
 from personae import Chat, Event, Incoming, User
 from personae.engine.engine import Engine
 from personae.language.loader import load_personas
-from personae.storage.store import SCHEMA_VERSION, Store, StoreError
+from personae.storage.store import SCHEMA_VERSION, LogRow, Store, StoreError
 
 
 def msg(text: str, chat: str = "c1") -> Incoming:
@@ -163,7 +163,7 @@ async def test_query_log_filters(persona_dir, tmp_path):
 
 
 async def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path):
-    from personae.storage.store import _MIGRATIONS
+    from personae.storage.store import _MIGRATIONS, SCHEMA_VERSION
 
     db = tmp_path / "v1.db"
     con = sqlite3.connect(db)
@@ -177,9 +177,13 @@ async def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path):
         rows = await store.query_log(since="2014-11-12")
     assert [(r["direction"], r["text"]) for r in rows] == [("in", "hi")]
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "interactions_ts" not in indexes and "interactions_persona_ts" in indexes
+    # v3: log rows a resumed replay writes again have a key; runs record their timeline's hash.
+    assert "interactions_key" in indexes
+    assert "timeline_hash" in {r[1] for r in con.execute("PRAGMA table_info(replays)")}
+    con.close()
 
 
 async def test_rows_keep_their_order_when_single_rows_and_exchanges_mix(persona_dir, tmp_path):
@@ -247,3 +251,23 @@ async def test_flush_returns_only_once_rows_are_on_disk_even_if_another_flush_ru
         count = sqlite3.connect(store.path).execute("SELECT count(*) FROM interactions").fetchone()[0]
         await first
     assert count == 500
+
+
+async def test_a_keyed_log_row_is_written_once(tmp_path):
+    # A resumed replay logs its past again: rows already on disk are ignored, the lost ones written.
+    db = tmp_path / "k.db"
+    async with Store(db) as store:
+        store.log(LogRow("event", "p", text="first", key="event|run|t#0:a"))
+        await store.flush()
+        store.log(LogRow("event", "p", text="again", key="event|run|t#0:a"))
+        store.log_reaction("out", "p", "console", "said", "r", 1, "ok", "a", "run", 0.0, "out|run|t#0:a|p|console")
+        store.log_reaction("out", "p", "console", "said", "r", 1, "ok", "a", "run", 0.0, "out|run|t#0:a|p|console")
+        store.log(LogRow("in", "p", text="hi"))
+        store.log(LogRow("in", "p", text="hi"))  # rows without a key are never merged
+        rows = await store.query_log()
+    assert [(r["direction"], r["text"]) for r in rows] == [
+        ("event", "first"),
+        ("out", "said"),
+        ("in", "hi"),
+        ("in", "hi"),
+    ]

@@ -46,9 +46,13 @@ def add_runtime_commands(sub: Any) -> None:
         ),
     )
     rp.add_argument("timeline", metavar="TIMELINE", help="timeline file")
-    rp.add_argument("--speed", default="3600", help="mission seconds per real second, or 'max' (default: 3600)")
+    rp.add_argument(
+        "--speed",
+        default=None,
+        help="mission seconds per real second, or 'max' (default: 3600; with --resume, the run's unless given)",
+    )
     rp.add_argument("--from", dest="start", metavar="DATE", help="start at this mission time (ISO 8601, UTC)")
-    rp.add_argument("--to", dest="end", metavar="DATE", help="stop after this mission time")
+    rp.add_argument("--to", dest="end", metavar="DATE", help="stop after this mission time (a date: after that day)")
     rp.add_argument(
         "--adapter",
         action="append",
@@ -134,13 +138,19 @@ class Setup:
     persona_paths: list[str]
 
 
-def _parse_when(text: str | None, flag: str) -> datetime | None:
+#: The default --speed of ``personae replay`` (``None`` in argparse, so a resume can tell it was not given).
+_DEFAULT_SPEED = "3600"
+
+
+def _parse_when(text: str | None, flag: str, *, end: bool = False) -> datetime | None:
+    """An option's time; with ``end``, a bare date is its whole day (``--to 2014-11-15`` includes the 15th)."""
     from ..timing.timeline import parse_time
+    from .replay import parse_end
 
     if not text:
         return None
     try:
-        return parse_time(text, default_tz=UTC)
+        return parse_end(text) if end else parse_time(text, default_tz=UTC)
     except ValueError:
         raise ConfigError(
             f"{flag}: '{text}' is not an ISO 8601 date or time (e.g. 2014-11-12 or 2014-11-12T15:00Z)"
@@ -290,13 +300,13 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     from ..storage.store import Store
     from ..timing.clock import VirtualClock
     from ..timing.timeline import load_timeline
-    from .replay import new_run_id, replay
+    from .replay import content_hash, new_run_id, nothing_to_play, replay
     from .runtime import Bot, BotOptions
     from .screen import open_screen
 
-    speed = _parse_speed(args.speed)
+    speed = _parse_speed(args.speed or _DEFAULT_SPEED)
     start = _parse_when(args.start, "--from")
-    end = _parse_when(args.end, "--to")
+    end = _parse_when(args.end, "--to", end=True)
     if start and end and start > end:
         raise ConfigError(f"--from {args.start} is after --to {args.end}")
     if args.dry_run and args.resume:
@@ -305,6 +315,10 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     if not path.exists():
         raise ConfigError(f"{path}: no such timeline file")
     timeline = load_timeline(path)
+    if not args.resume:
+        empty = nothing_to_play(timeline, start, end, f"--from {args.start}", f"--to {args.end}")
+        if empty:
+            raise ConfigError(empty)
     setup = _load_setup(args.config, personas_arg=args.personas, db_arg=args.db, seed_arg=args.seed, only=args.adapter)
 
     from ..language.lint import unplayable
@@ -316,35 +330,46 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     store = None
     run = args.resume or new_run_id()
     resume_at: datetime | None = None
+    relog = True
+    digest = content_hash(timeline)
     options = {
         "timeline": str(path.resolve()),
-        "speed": args.speed,
+        "speed": args.speed or _DEFAULT_SPEED,
         "from": args.start,
         "to": args.end,
         "seed": setup.seed,
     }
     if not args.dry_run:
         store = await Store(setup.database).open()
-        record = await store.replay_get(run)
-        if args.resume:
-            if record is None:
-                await store.close()
-                raise ConfigError(f"--resume: no replay run '{run}' in {setup.database}")
-            if record["status"] == "done":
-                await store.close()
-                sys.stderr.write(f"replay {run} already finished\n")
-                return 0
-            saved = record["options"]
-            speed, start, end = (
-                _parse_speed(saved["speed"]),
-                _parse_when(saved["from"], "--from"),
-                _parse_when(saved["to"], "--to"),
-            )
-            setup.seed = int(saved["seed"])
-            if record["position"]:
-                resume_at = datetime.fromisoformat(record["position"])
-        else:
-            await store.replay_start(run, timeline.id, options)
+        try:
+            if args.resume:
+                record = await store.replay_get(run)
+                if record is None:
+                    raise ConfigError(f"--resume: no replay run '{run}' in {setup.database}")
+                saved = record["options"]
+                if record["timeline_hash"] not in (None, digest):
+                    raise ConfigError(
+                        f"--resume: {path} is not the timeline run {run} replayed ({saved.get('timeline')}):"
+                        " its events differ, so the run cannot be finished with it"
+                    )
+                if record["status"] == "done":
+                    await store.close()
+                    sys.stderr.write(f"replay {run} already finished\n")
+                    return 0
+                start, end = _parse_when(saved.get("from"), "--from"), _parse_when(saved.get("to"), "--to", end=True)
+                _same_as_saved(run, args, saved, start, end)
+                # A new --speed applies (how fast to finish is the resumer's choice); the rest is the run's.
+                speed = _parse_speed(args.speed or saved.get("speed") or _DEFAULT_SPEED)
+                setup.seed = int(saved.get("seed", setup.seed))
+                if record["position"]:
+                    resume_at = datetime.fromisoformat(record["position"])
+                # A run from before schema v3 has no hash, and its log rows no key: they would be written twice.
+                relog = record["timeline_hash"] is not None
+            else:
+                await store.replay_start(run, timeline.id, options, timeline_hash=digest)
+        except BaseException:
+            await store.close()
+            raise
     first = timeline.events[0].at
     clock_start = min(first, start) if start else first
     fast_until = max(filter(None, [start, resume_at]), default=None)
@@ -390,6 +415,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
                 resume_at=resume_at,
                 schedules=not args.no_schedules,
                 progress=progress,
+                relog=relog,
             )
         )
         stopper = asyncio.create_task(stop.wait())
@@ -409,6 +435,24 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             await store.close()
         await screen.close()
     return 0
+
+
+def _same_as_saved(
+    run: str, args: argparse.Namespace, saved: Mapping[str, Any], start: datetime | None, end: datetime | None
+) -> None:
+    """Refuse a --seed, --from or --to that would make a resumed run a different one (they were ignored)."""
+    given = [
+        ("--seed", args.seed, saved.get("seed"), args.seed is not None and args.seed != saved.get("seed")),
+        ("--from", args.start, saved.get("from"), args.start and _parse_when(args.start, "--from") != start),
+        ("--to", args.end, saved.get("to"), args.end and _parse_when(args.end, "--to", end=True) != end),
+    ]
+    for flag, value, was, differs in given:
+        if differs:
+            before = f"{flag} {was}" if was is not None else f"no {flag}"
+            raise ConfigError(
+                f"--resume: run {run} was started with {before}, not {flag} {value}; a resumed run keeps it"
+                f" (leave {flag} out, or start a new run)"
+            )
 
 
 def _parse_speed(text: str | float) -> float | None:
@@ -434,7 +478,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from ..timing.clock import Clock, SystemClock, VirtualClock
     from ..timing.timeline import load_timeline
     from .config import load_config
-    from .replay import live, new_run_id, replay
+    from .replay import content_hash, live, new_run_id, nothing_to_play, replay
     from .runtime import Bot, BotOptions, Commands, watch_files
     from .screen import Progress, open_screen
 
@@ -470,6 +514,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
     run_id: str | None = None
     if replays:
         entry, timeline = replays[0]
+        since = f"from {entry.from_.isoformat()}" if entry.from_ else "the start"
+        until = f"to {entry.to.isoformat()}" if entry.to else "the end"
+        empty = nothing_to_play(timeline, entry.from_, entry.to, since, until)
+        if empty:
+            index = config.model.timelines.index(entry)
+            raise config.error(("timelines", index, "from" if entry.from_ else "to"), empty)
         speed = None if entry.speed == "max" else float(entry.speed)
         start = entry.from_.astimezone(UTC) if entry.from_ else None
         first = timeline.events[0].at
@@ -540,7 +590,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
         done: asyncio.Task[Any] | None = None
         if replays:
             entry, timeline = replays[0]
-            await store.replay_start(run_id or "", timeline.id, {"timeline": entry.file, "speed": entry.speed})
+            await store.replay_start(
+                run_id or "",
+                timeline.id,
+                {
+                    "timeline": str(config.resolve(entry.file)),
+                    "speed": entry.speed,
+                    "from": entry.from_.isoformat() if entry.from_ else None,
+                    "to": entry.to.isoformat() if entry.to else None,
+                    "seed": bot_cfg.seed,
+                },
+                timeline_hash=content_hash(timeline),
+            )
             progress = screen.progress(len(timeline.window(entry.from_, entry.to)), timeline.id)
             done = asyncio.create_task(
                 replay(

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -77,6 +77,17 @@ class TimelineEntry(_Model):
     def _positive(cls, v: float | str) -> float | str:
         if isinstance(v, float | int) and not (math.isfinite(v) and v > 0):
             raise ValueError("speed must be positive (or 'max')" + ("" if v <= 0 else f", a finite number, not {v}"))
+        return v
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _day(cls, v: Any, info: ValidationInfo) -> Any:
+        # A bare date (TOML `to = 2014-11-15`) is a UTC day: `from` its first instant, `to` its last.
+        if isinstance(v, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v.strip()):
+            v = date.fromisoformat(v.strip())
+        if isinstance(v, date) and not isinstance(v, datetime):
+            first = datetime(v.year, v.month, v.day, tzinfo=UTC)
+            return first + timedelta(days=1) - timedelta(microseconds=1) if info.field_name == "to" else first
         return v
 
     @field_validator("from_", "to")

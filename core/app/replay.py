@@ -1,23 +1,29 @@
 """Drive a timeline through a :class:`~personae.app.runtime.Bot`: replayed on a virtual clock, or live.
 
 A replay is deterministic: the same timeline, personas and seed give the
-same messages with the same idempotency keys. That is what makes ``--resume``
-exact: the resumed run re-executes the past at full speed (silently, without
-logging it twice) and the outbox ignores every key it already holds, so what
-was queued before the crash is delivered once, and what was lost in the crash
-window is queued again.
+same messages (random picks included: they do not depend on the run id), and
+within a run the same idempotency keys. That is what makes ``--resume`` exact:
+the resumed run re-executes the past at full speed, and the outbox ignores
+every key it already holds, so what was queued before the crash is delivered
+once, and what was lost in the crash window is queued again. The log follows
+the same discipline: the past is logged again, and the store ignores every
+row whose key it already holds, so a row lost in the crash is written and
+none is written twice.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..timing.timeline import Timeline, TimelineEvent
+from ..timing.timeline import Timeline, TimelineEvent, parse_time
 from .runtime import Bot
 from .screen import Progress
 
@@ -40,6 +46,43 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def content_hash(timeline: Timeline) -> str:
+    """SHA-256 of what a replay of ``timeline`` plays: its id and events (not its layout or comments)."""
+    events = [[e.at.isoformat(), e.name, e.persona, e.data] for e in timeline.events]
+    text = json.dumps([timeline.id, events], sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_end(text: str) -> datetime:
+    """The end of a window: a time as :func:`parse_time` reads it, a bare date its whole day.
+
+    ``--to 2014-11-15`` means "up to and including the 15th", not its first instant.
+    Raises :class:`ValueError` like :func:`parse_time`.
+    """
+    when = parse_time(text, default_tz=UTC)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        return when + timedelta(days=1) - timedelta(microseconds=1)
+    return when
+
+
+def nothing_to_play(timeline: Timeline, start: datetime | None, end: datetime | None, since: str, until: str) -> str:
+    """Why the window ``start``..``end`` of ``timeline`` is empty, or ``""`` if it has events.
+
+    ``since`` and ``until`` name the bounds as the user wrote them (``--from 2015-01-01``).
+    """
+    if timeline.window(start, end):
+        return ""
+    if start is not None and start > timeline.end:
+        return f"nothing to play: {since} is after the last event of {timeline.id} ({_stamp(timeline.end)})"
+    if end is not None and end < timeline.start:
+        return f"nothing to play: {until} is before the first event of {timeline.id} ({_stamp(timeline.start)})"
+    return f"nothing to play: {timeline.id} has no event between {since} and {until}"
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 async def replay(
     bot: Bot,
     timeline: Timeline,
@@ -51,18 +94,22 @@ async def replay(
     schedules: bool = True,
     progress: Progress | None = None,
     on_event: Callable[[TimelineEvent], None] | None = None,
+    relog: bool = True,
 ) -> ReplayResult:
     """Schedule every timeline event on the bot's (virtual) clock and run until done.
 
     Events before ``start`` run silently so state is right when the replay
     begins; nothing after ``end`` runs. With ``resume_at`` the past up to it is
-    re-executed at full speed, deduplicated by the outbox.
+    re-executed at full speed, deduplicated by the outbox and the log; with
+    ``relog=False`` (a run begun before log rows had keys) the past is not logged again.
     """
     events = [e for e in timeline.events if end is None or e.at <= end]
     if start is not None:
         bot.silent_until = start
         bot.engine.log_from = start
-    if resume_at is not None:
+    # A resumed run logs its past again: the rows the kill lost are written, the others ignored
+    # (their keys are in the log already). Skipping the past lost the rows of the crash window.
+    if resume_at is not None and not relog:
         bot.engine.log_from = max(resume_at, bot.engine.log_from or resume_at)
     if schedules and events:
         bot.start_schedules(after=events[0].at, cast=timeline.members)
@@ -79,6 +126,8 @@ async def replay(
     await bot.scheduler.run(until=end, until_idle=True)
     await bot.drain()
     if bot.store is not None:
+        # The log is on disk before the run says "done": a kill in between is resumed, not lost.
+        await bot.store.flush()
         await bot.store.replay_progress(run, (events[-1].at if events else datetime.min).isoformat(), "done")
     return ReplayResult(run, len(events), resume_at)
 

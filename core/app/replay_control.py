@@ -32,7 +32,7 @@ from ..engine.messages import Incoming, Outgoing
 from ..language.errors import did_you_mean
 from ..timing.clock import VirtualClock
 from ..timing.timeline import Timeline, TimelineEvent, parse_time
-from .replay import new_run_id, replay
+from .replay import new_run_id, parse_end, replay
 
 if TYPE_CHECKING:
     from .runtime import Bot
@@ -92,7 +92,8 @@ def parse_request(args: str) -> ReplayRequest:
             continue
         if key in ("from", "to"):
             try:
-                when = parse_time(value, default_tz=UTC)
+                # A bare date as "to" is that whole day, as with `personae replay --to`.
+                when = parse_end(value) if key == "to" else parse_time(value, default_tz=UTC)
             except ValueError:
                 raise ValueError(f"{key}: '{value}' is not an ISO 8601 date or time (e.g. 2014-11-12)") from None
             start, end = (when, end) if key == "from" else (start, when)

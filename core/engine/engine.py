@@ -319,6 +319,7 @@ class Engine:
                 event.name,
                 self.run,
                 event.at.timestamp(),
+                self._log_key("event", event.key),
             )
         out: list[Outgoing] = []
         for persona in self.audience(event):
@@ -334,9 +335,13 @@ class Engine:
     async def react(self, persona: Persona, action: Action, event: Event) -> list[Outgoing]:
         """Run one event reaction (or schedule entry) of ``persona`` now."""
         ctx = self._event_context(persona, event)
-        if action.condition is not None and not self._holds(persona, action, ctx):
+        if action.condition is not None and not self._holds(
+            persona, action, ctx, key=self._log_key("error", f"{event.key}|{persona.id}")
+        ):
             return []
-        seed = _crc(f"{self.seed}:{persona.id}:{action.name}:{event.key or self._tick(persona.id + action.name)}")
+        # The run id is not part of the pick: the same timeline and seed pick the same, run after run.
+        basis = _without_run(event.key, self.run) or self._tick(persona.id + action.name)
+        seed = _crc(f"{self.seed}:{persona.id}:{action.name}:{basis}")
         self._bind_phrase(persona, ctx, seed)
         out: list[Outgoing] = []
         try:
@@ -360,14 +365,15 @@ class Engine:
                     )
                 )
         except TemplateRenderError as exc:
-            self._problem(persona, action, str(exc))
+            self._problem(persona, action, str(exc), key=self._log_key("error", f"{event.key}|{persona.id}"))
             return out
         store = self.store
         now = ctx["now"]
         if out and store is not None and (self.log_from is None or now >= self.log_from):
             at, rule, name = now.timestamp(), action.where, event.name
             for o in out:
-                store.log_reaction("out", persona.id, o.platform, o.text, rule, seed, "ok", name, self.run, at)
+                key = self._log_key("out", event.key and o.key)
+                store.log_reaction("out", persona.id, o.platform, o.text, rule, seed, "ok", name, self.run, at, key)
         if action.emit:
             out.extend(await self._emit(persona, action, ctx, event.depth, event.key or event.name, event.cast))
         return out
@@ -440,12 +446,12 @@ class Engine:
 
     # -- helpers
 
-    def _holds(self, persona: Persona, action: Action, ctx: Mapping[str, Any]) -> bool:
+    def _holds(self, persona: Persona, action: Action, ctx: Mapping[str, Any], *, key: str | None = None) -> bool:
         assert action.condition is not None
         try:
             return bool(action.condition(**ctx))
         except Exception as exc:  # a condition is author code: report, treat as false
-            self._problem(persona, action, f"condition failed: {type(exc).__name__}: {exc}")
+            self._problem(persona, action, f"condition failed: {type(exc).__name__}: {exc}", key=key)
             return False
 
     def _render(self, options: Sequence[Text], ctx: Mapping[str, Any], seed: int, dialect: Dialect) -> str:
@@ -519,7 +525,25 @@ class Engine:
             return
         self.store.log(LogRow(direction, run=self.run, mission_time=at, **fields))
 
-    def _problem(self, persona: Persona, action: Action, message: str, *, incoming: Incoming | None = None) -> None:
+    def _log_key(self, kind: str, key: str) -> str | None:
+        """The log key of a row about event ``key``, if a resumed run may log it again (else ``None``).
+
+        Only what a run re-executes on ``--resume`` (its timeline, cron and their emits,
+        whose keys start with the run id) is keyed: an event from a chat has no stable identity.
+        """
+        if not self.run or not key or not key.startswith(f"{self.run}|"):
+            return None
+        return f"{kind}|{key}"
+
+    def _problem(
+        self,
+        persona: Persona,
+        action: Action,
+        message: str,
+        *,
+        incoming: Incoming | None = None,
+        key: str | None = None,
+    ) -> None:
         problem = Problem(persona.id, action.where, message)
         self.problems.append(problem)
         collecting = _COLLECTING.get()
@@ -534,6 +558,7 @@ class Engine:
             chat=incoming.chat.id if incoming else None,
             rule=action.where,
             status=f"error: {message}",
+            key=key,
         )
 
 
@@ -543,6 +568,13 @@ def _persona_view(p: Persona) -> dict[str, str]:
 
 def _days_since_now(now: datetime, start: str) -> int:
     return days_since(start, now)
+
+
+def _without_run(key: str, run: str | None) -> str:
+    """``key`` without its leading run id (``run|…``): what names the event within any run."""
+    if run and key.startswith(f"{run}|"):
+        return key[len(run) + 1 :]
+    return key
 
 
 def _crc(text: str) -> int:

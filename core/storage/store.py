@@ -32,7 +32,7 @@ import aiosqlite
 
 log = logging.getLogger("personae.storage.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -103,6 +103,13 @@ _MIGRATIONS: dict[int, str] = {
     # Inserting into a second index on ts cost about a quarter of every log write;
     # (persona, ts) serves per-persona queries, and id order is time order for the rest.
     2: "DROP INDEX IF EXISTS interactions_ts;",
+    # A log row a replay can write again (a resumed run re-executes its past) carries a
+    # deterministic key; the partial index keeps the keyless rows (chat) free of its cost.
+    3: """
+    ALTER TABLE interactions ADD COLUMN key TEXT;
+    CREATE UNIQUE INDEX interactions_key ON interactions (key) WHERE key IS NOT NULL;
+    ALTER TABLE replays ADD COLUMN timeline_hash TEXT;
+    """,
 }
 
 
@@ -129,6 +136,8 @@ class LogRow:
     run: str | None = None
     mission_time: datetime | None = None
     ts: datetime | None = None
+    #: Identity of a row that may be logged again (a resumed replay): written once, later copies ignored.
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +162,7 @@ class OutboxItem:
 _ISO = "'%Y-%m-%dT%H:%M:%f+00:00'"
 _LOG_COLUMNS = (
     "ts", "direction", "persona", "platform", "chat", "user", "user_name", "text", "rule",
-    "seed", "latency_ms", "status", "event", "run", "mission_time",
+    "seed", "latency_ms", "status", "event", "run", "mission_time", "key",
 )  # fmt: skip
 
 
@@ -181,7 +190,10 @@ def _unpack(param: str, fields: Sequence[str], times: Sequence[str] = ()) -> str
 
 _LOG_JSON_SQL = (
     _unpack("?", _LOG_COLUMNS, ("ts", "mission_time"))
-    + f"INSERT INTO interactions ({', '.join(_LOG_COLUMNS)}) SELECT {', '.join(_LOG_COLUMNS)} FROM rows ORDER BY k"
+    + f"INSERT INTO interactions ({', '.join(_LOG_COLUMNS)}) SELECT {', '.join(_LOG_COLUMNS)} FROM rows WHERE true"
+    # A keyed row already logged (by the run before a kill) is not logged twice. Only a key
+    # conflict is ignored: a row breaking another constraint still fails the batch.
+    " ORDER BY k ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING"
 )
 # A message and its reply travel as one 14-field "exchange" and become two rows here:
 # each field is extracted once, not once per row (a third of the writer's work).
@@ -194,7 +206,7 @@ _EXCHANGE_SQL = (
     "SELECT ts, CASE d.o WHEN 0 THEN 'in' ELSE 'out' END, persona, platform, chat, user,"
     " CASE d.o WHEN 0 THEN user_name END, CASE d.o WHEN 0 THEN in_text ELSE out_text END,"
     " CASE d.o WHEN 1 THEN rule END, CASE d.o WHEN 1 THEN seed END, CASE d.o WHEN 1 THEN latency END,"
-    " CASE d.o WHEN 0 THEN status ELSE 'ok' END, NULL, run, mt "
+    " CASE d.o WHEN 0 THEN status ELSE 'ok' END, NULL, run, mt, NULL "
     "FROM rows, (SELECT 0 AS o UNION ALL SELECT 1) AS d WHERE d.o = 0 OR out_text IS NOT NULL ORDER BY k, d.o"
 )
 _OUTBOX_FIELDS = ("key", "run", "persona", "adapter", "chat", "text", "reply_to", "event", "rule", "mission_time")
@@ -212,7 +224,7 @@ _OUTBOX_MARK_SQL = (
     " sent_at = CASE WHEN m.status = 'sent' THEN ?1 ELSE outbox.sent_at END"
     " FROM rows AS m WHERE outbox.id = m.id"
 )
-_ROW_WIDTH = 15  # a single row; anything shorter is an exchange (10 fields, or 14 with its reply)
+_ROW_WIDTH = 16  # a single row; anything shorter is an exchange (10 fields, or 14 with its reply)
 
 
 def _json(value: Any) -> str:
@@ -458,6 +470,7 @@ class Store:
                 row.event,
                 row.run,
                 row.mission_time.timestamp() if row.mission_time else None,
+                row.key,
             )
         )
         if len(self._rows) >= self.batch_size:
@@ -475,16 +488,18 @@ class Store:
         event: str,
         run: str | None,
         mission_time: float,
+        key: str | None = None,
     ) -> None:
         """Queue an ``event`` row or the ``out`` row of an event reaction, without a :class:`LogRow`.
 
         Same row as :meth:`log`; this runs once or twice per replayed event.
         ``mission_time`` is in epoch seconds. A mapping as ``text`` (an
-        event's data) is stored as its JSON text.
+        event's data) is stored as its JSON text. A row with a ``key`` is
+        written once: logging it again (a resumed replay) changes nothing.
         """
         self._rows.append(
             (time.time(), direction, persona, platform, None, None, None, text, rule, seed, None, status, event, run,
-             mission_time)
+             mission_time, key)
         )  # fmt: skip
         if len(self._rows) >= self.batch_size:
             self._wake.set()
@@ -748,7 +763,8 @@ class Store:
     async def replay_get(self, run: str) -> dict[str, Any] | None:
         """A replay run's record, or ``None``."""
         found = await self._read(
-            "SELECT run, timeline, options, started, position, status FROM replays WHERE run = ?", (run,)
+            "SELECT run, timeline, options, started, position, status, timeline_hash FROM replays WHERE run = ?",
+            (run,),
         )
         if not found:
             return None
@@ -760,13 +776,16 @@ class Store:
             "started": row[3],
             "position": row[4],
             "status": row[5],
+            "timeline_hash": row[6],
         }
 
-    async def replay_start(self, run: str, timeline: str, options: Mapping[str, Any]) -> None:
-        """Record a new replay run."""
+    async def replay_start(
+        self, run: str, timeline: str, options: Mapping[str, Any], *, timeline_hash: str | None = None
+    ) -> None:
+        """Record a new replay run (``timeline_hash``: what :func:`personae.app.replay.content_hash` gave)."""
         await self._write(
-            "INSERT INTO replays (run, timeline, options, started) VALUES (?,?,?,?)",
-            (run, timeline, json.dumps(dict(options), default=str), utcnow()),
+            "INSERT INTO replays (run, timeline, options, started, timeline_hash) VALUES (?,?,?,?,?)",
+            (run, timeline, json.dumps(dict(options), default=str), utcnow(), timeline_hash),
         )
 
     async def replay_progress(self, run: str, position: str, status: str | None = None) -> None:

@@ -153,6 +153,12 @@ def timeline_from_source(source: Source) -> Timeline:
     """Validate a parsed YAML timeline."""
     from ..language.loader import validate  # the shared pydantic → diagnostic mapping
 
+    data = source.data
+    if isinstance(data, dict) and "persona" in data and "timeline" not in data:
+        # Not a dozen "unknown key" lines about a file that was never meant to be one.
+        at = source.where(("persona",), key=True)
+        message = "this is a persona file, not a timeline (a timeline has 'timeline:' and 'events:' keys)"
+        raise PersonaeError([Diagnostic(source.file, at.line, at.column, "", message)])
     spec = validate(source, TimelineFile)
     assert isinstance(spec, TimelineFile)
     events = []
