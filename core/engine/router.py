@@ -4,6 +4,8 @@ Commands, exact phrases and keywords are dictionary look-ups built at load
 time. Regex rules are pre-filtered by a literal every match must contain
 (indexed by its first three characters), so only plausible patterns run.
 Candidates are then tried in file order: the first whose condition holds wins.
+Regex rules run in bounded time (see :mod:`.safe_regex`); the pre-filter reads
+the pattern as Python parses it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..language.text import fold, squash, words
+from .safe_regex import Budget, SafeRegex
 
 _ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 _COMMAND = re.compile(r"^\s*([/!])([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.S)
@@ -31,7 +34,7 @@ class Trigger:
     commands: tuple[str, ...] = ()
     exact: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
-    regex: re.Pattern[str] | None = None
+    regex: SafeRegex | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +162,7 @@ class Router:
         self._exact: dict[str, list[int]] = {}
         self._words: dict[str, list[int]] = {}
         self._phrases: dict[str, list[tuple[int, str]]] = {}
-        self._regex: dict[int, re.Pattern[str]] = {}
+        self._regex: dict[int, SafeRegex] = {}
         self._tri_icase = _Grams()
         self._tri_case = _Grams()
         self._regex_always: list[int] = []
@@ -177,8 +180,9 @@ class Router:
             if t.regex is not None:
                 self._add_regex(i, t.regex)
 
-    def _add_regex(self, i: int, rx: re.Pattern[str]) -> None:
-        self._regex[i] = rx
+    def _add_regex(self, i: int, safe: SafeRegex) -> None:
+        self._regex[i] = safe
+        rx = safe.python
         literal = required_literal(rx)
         if literal is None:
             self._regex_always.append(i)
@@ -190,6 +194,10 @@ class Router:
                 self._regex_always.append(i)
         else:
             self._tri_case.add(i, literal)
+
+    def regex_of(self, index: int) -> SafeRegex | None:
+        """The compiled pattern of rule ``index``, if it is a regex rule."""
+        return self._regex.get(index)
 
     def candidates(self, text: str, command: Command | None) -> list[int]:
         """Indices of rules that may match ``text``, in file order."""
@@ -225,15 +233,18 @@ class Router:
         if self._tri_case:
             self._tri_case.find(text, found)
 
-    def hit(self, index: int, text: str, command: Command | None) -> Hit | None:
-        """Confirm rule ``index`` against ``text``; regex rules run their pattern here."""
+    def hit(self, index: int, text: str, command: Command | None, budget: Budget | None = None) -> Hit | None:
+        """Confirm rule ``index`` against ``text``; regex rules run their pattern here.
+
+        Raises :class:`~.safe_regex.RegexTimeout` when the rule's pattern spends the
+        rest of ``budget`` (shared by the rules tried on one message).
+        """
         rx = self._regex.get(index)
         if rx is None:
             return Hit(index, {}, command.args if command else "")
-        m = rx.search(text)
-        if m is None:
+        groups = rx.search(text, budget)
+        if groups is None:
             return None
-        groups = {k: v for k, v in m.groupdict().items() if v is not None}
         return Hit(index, groups, command.args if command else "")
 
 
