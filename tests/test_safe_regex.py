@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from personae.adapters.base import AdapterConfig
 from personae.app.runtime import Bot, BotOptions
 from personae.engine.engine import Engine
 from personae.engine.regex_syntax import shape
-from personae.engine.safe_regex import Budget, RegexTimeout, compile_regex
+from personae.engine.safe_regex import Budget, RegexTimeout, SafeRegex, compile_regex
 from personae.language.lint import lint
 from personae.language.loader import load_personas, parse_persona
 
@@ -147,20 +148,29 @@ def _shipped_patterns() -> list[str]:
         r"(?s)are.you",
         r"(?i)[^a-z\s]+",
         r"\W+|\B",
+        r"[\W\d]+(?P<x>\s)",
+        r"(?a)\w+\s",
     ]
 
 
 WORDS = ["where", "are", "you", "is", "philae", "Philae", "how", "far", "earth", "the", "away", "your", "name"]
 ODD = ["é", "İ", "ı", "\u212a", "ſ", "ß", "Σ", "ς", "\u0345", "٣", "²", "\u00a0", "\u2028", "\n", "\x1c", "'", "_", "1"]
+# Characters Python 3.11 calls unassigned may be letters in the engines' newer Unicode tables (documented).
+assigned = st.characters(exclude_categories=("Cn", "Cs"))
 texts = st.lists(st.sampled_from([*WORDS, *ODD, " ", "  ", "?", "WHERE", "ARE"]), max_size=12).map("".join) | st.text(
-    max_size=30
+    assigned, max_size=30
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@functools.cache
+def compiled(pattern: str) -> SafeRegex:
+    return compile_regex(pattern)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(_shipped_patterns()), texts)
 def test_re2_path_agrees_with_python_re(pattern, text):
-    safe = compile_regex(pattern)
+    safe = compiled(pattern)
     m = re.search(pattern, text)
     expected = None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
     assert safe.search(text) == expected

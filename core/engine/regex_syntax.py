@@ -131,6 +131,25 @@ _CATEGORIES = {
 }
 
 
+#: Python's whitespace (all below U+3001): few enough to list.
+_SPACES = tuple(cp for cp in range(0x3001) if chr(cp).isspace())
+
+
+def _property(name: str, ascii_only: bool, dialect: Dialect) -> str:
+    """Class text (without brackets) for Python's ``\\w``, ``\\d`` or ``\\s``.
+
+    ``\\w`` is ``str.isalnum()`` or ``_``, which is exactly Unicode's letters and numbers;
+    ``\\d`` is ``str.isdecimal()``, Unicode's decimal digits. The engines' Unicode tables are
+    newer than Python's: they differ only on characters Python still calls unassigned.
+    """
+    if name == "w":
+        return "A-Za-z0-9_" if ascii_only else "\\p{L}\\p{N}_"
+    if name == "d":
+        return "0-9" if ascii_only else "\\p{Nd}"
+    spaces = _SPACES if not ascii_only else tuple(cp for cp in _SPACES if cp < 0x80 and cp not in range(0x1C, 0x20))
+    return "".join(_char(cp, dialect) for cp in spaces)
+
+
 def _category_ranges(code: Any, flags: int) -> tuple[tuple[int, int], ...]:
     name, negated = _CATEGORIES[code]
     ranges = _category(name, bool(flags & _A))
@@ -228,7 +247,7 @@ class _Writer:
     def charset(self, items: Iterable[tuple[Any, Any]], flags: int) -> str:
         negate = False
         folded: list[tuple[int, int]] = []  # literals and ranges: folded under (?i)
-        exact: list[tuple[int, int]] = []  # categories: never folded, as in Python
+        cats: list[Any] = []  # categories: never folded, as in Python
         for op, arg in items:
             if op is _c.NEGATE:
                 negate = True
@@ -237,28 +256,36 @@ class _Writer:
             elif op is _c.RANGE:
                 folded.append(arg)
             elif op is _c.CATEGORY:
-                exact.extend(_category_ranges(arg, flags))
+                cats.append(arg)
             else:  # pragma: no cover - the parser puts nothing else in a set
                 raise ValueError(f"unsupported set item {op}")
+        ascii_only = bool(flags & _A)
+        negated_cats = [c for c in cats if _CATEGORIES[c][1]]
+        if len(cats) == 1 and negated_cats and not folded:
+            # [\W] is [^\w]: written with Unicode properties, cheap to compile.
+            negate = not negate
+            exact = _property(_CATEGORIES[cats[0]][0], ascii_only, self.dialect)
+        elif negated_cats:
+            # A complement inside a union: spell the exact sets out (computed once, rarely needed).
+            exact = _ranges_text(_merge(r for c in cats for r in _category_ranges(c, flags)), self.dialect)
+        else:
+            exact = "".join(_property(_CATEGORIES[c][0], ascii_only, self.dialect) for c in cats)
         icase = bool(flags & _I)
-        if icase and not flags & _A and any(lo <= cp <= hi for lo, hi in folded for cp in _DOTTED_I):
+        if icase and not ascii_only and any(lo <= cp <= hi for lo, hi in folded for cp in _DOTTED_I):
             folded.extend((cp, cp) for cp in _DOTTED_I)
+        letters = _ranges_text(_merge(folded), self.dialect)
+        caret = "^" if negate else ""
         if not icase or not folded:
-            body = _ranges_text(_merge(folded + exact), self.dialect)
-            return (
-                f"[{'^' if negate else ''}{body}]"
-                if body
-                else ("(?s:.)" if negate else "(?!)" if self.dialect == "regex" else "[^\\x00-\\x{10ffff}]")
-            )
+            if letters or exact:
+                return f"[{caret}{letters}{exact}]"
+            return "(?s:.)" if negate else "(?!)" if self.dialect == "regex" else "[^\\x00-\\x{10ffff}]"
         if not exact:
-            return f"(?i:[{'^' if negate else ''}{_ranges_text(_merge(folded), self.dialect)}])"
+            return f"(?i:[{caret}{letters}])"
         if not negate:
-            return (
-                f"(?:[{_ranges_text(_merge(exact), self.dialect)}]|(?i:[{_ranges_text(_merge(folded), self.dialect)}]))"
-            )
+            return f"(?:[{exact}]|(?i:[{letters}]))"
         # A negated set mixing both: (?i) applies to the whole class (RE2 has no set difference);
         # the categories are closed under case but for a few combining marks (documented).
-        return f"(?i:[^{_ranges_text(_merge(folded + exact), self.dialect)}])"
+        return f"(?i:[^{letters}{exact}])"
 
     def at(self, code: Any, flags: int) -> str:
         if code is _c.AT_BEGINNING:
@@ -276,7 +303,7 @@ class _Writer:
             self.boundary = True
             if self.dialect == "re2":
                 return "\\b" if code is _c.AT_BOUNDARY else "\\B"
-            word = f"[{_ranges_text(_category('w', bool(flags & _A)), self.dialect)}]"
+            word = f"[{_property('w', bool(flags & _A), self.dialect)}]"
             if code is _c.AT_BOUNDARY:
                 return f"(?:(?<={word})(?!{word})|(?<!{word})(?={word}))"
             return f"(?:(?<={word})(?={word})|(?<!{word})(?!{word}))"
