@@ -4,8 +4,10 @@ The pattern is parsed by Python's own parser (so every Python spelling is read
 as Python reads it: ``{,3}``, ``\\Z``, ``(?x)``, escapes) and the tree is
 written back out for the target engine, with Python's rules made explicit:
 
-* ``\\w``, ``\\d``, ``\\s`` and their negations become the exact character sets
-  Python uses (computed from Python itself, so the Unicode version is Python's);
+* ``\\w``, ``\\d``, ``\\s`` become the sets Python uses: letters and numbers
+  (``str.isalnum``) and ``_``; decimal digits; Python's whitespace list (which has
+  U+001C..U+001F). The engines' Unicode tables are newer than Python 3.11's, so
+  characters Python calls unassigned may differ;
 * ``$`` (without ``(?m)``) also matches before a final newline, as in Python;
 * under ``(?i)``, ``I i İ ı`` are one letter, as in Python (RE2 and ``regex``
   follow Unicode case folding, which keeps the dotted and dotless i apart).
