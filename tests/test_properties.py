@@ -16,6 +16,7 @@ from conftest import LANDER
 from personae import Chat, Incoming, User
 from personae.engine.engine import Engine
 from personae.engine.router import Router, Trigger, parse_command
+from personae.engine.safe_regex import compile_regex
 from personae.language.errors import PersonaeError
 from personae.language.lint import lint
 from personae.language.loader import parse_persona
@@ -211,7 +212,7 @@ regexes = (
     )
 )
 triggers = st.one_of(
-    st.builds(lambda r: Trigger(regex=re.compile(r)), regexes),
+    st.builds(lambda r: Trigger(regex=compile_regex(r)), regexes),
     st.builds(lambda k: Trigger(keywords=(k,)), st.sampled_from(WORDS)),
     st.builds(lambda c: Trigger(commands=(c,)), st.sampled_from(["ab", "abc", "x"])),
     st.builds(lambda e: Trigger(exact=(e,)), st.sampled_from(WORDS)),
@@ -239,7 +240,7 @@ def naive(triggers: list[Trigger], text: str) -> list[int]:
         by_command = cmd is not None and cmd.name in t.commands
         by_exact = squash(text) in [squash(e) for e in t.exact]
         by_keyword = any(" " + " ".join(words(k)) + " " in joined for k in t.keywords if words(k))
-        by_regex = t.regex is not None and t.regex.search(text) is not None
+        by_regex = t.regex is not None and t.regex.python.search(text) is not None
         return by_command or by_exact or by_keyword or by_regex
 
     return [i for i, t in enumerate(triggers) if matches(t)]
@@ -262,7 +263,7 @@ def test_router_index_agrees_with_linear_scan(trigs, text):
 def test_regex_prefilter_finds_a_literal_at_any_offset(literals, data):
     # The text always contains one of the literals, at an arbitrary offset and parity.
     icase = data.draw(st.booleans())
-    router = Router([Trigger(regex=re.compile(("(?i)" if icase else "") + re.escape(lit))) for lit in literals])
+    router = Router([Trigger(regex=compile_regex(("(?i)" if icase else "") + re.escape(lit))) for lit in literals])
     chosen = data.draw(st.integers(0, len(literals) - 1))
     prefix = data.draw(st.text(alphabet="abcKk xyz", max_size=9))
     suffix = data.draw(st.text(alphabet="abcKk xyz", max_size=9))
@@ -291,7 +292,7 @@ def test_router_finds_matches_of_patterns_sharing_phrases(data):
     flags = "(?i)" if icase else ""
     rules = [
         Trigger(
-            regex=re.compile(
+            regex=compile_regex(
                 flags + re.escape(p) + r"(?P<w>\w+) " + (f"(?:{re.escape(o)})?" if o else "") + re.escape(t)
             )
         )
@@ -305,4 +306,4 @@ def test_router_finds_matches_of_patterns_sharing_phrases(data):
     text = data.draw(st.text(alphabet="ab xyz", max_size=6)) + (body.upper() if icase else body)
     hits = [i for i in router.candidates(text, None) if router.hit(i, text, None) is not None]
     assert chosen in hits
-    assert hits == [i for i, rule in enumerate(rules) if rule.regex is not None and rule.regex.search(text)]
+    assert hits == [i for i, rule in enumerate(rules) if rule.regex is not None and rule.regex.python.search(text)]

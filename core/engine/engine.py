@@ -23,6 +23,7 @@ from ..timing.scheduler import Scheduler
 from .messages import Event, Incoming, Outgoing
 from .persona import Action, Persona
 from .router import parse_command
+from .safe_regex import MESSAGE_BUDGET, Budget, RegexTimeout
 
 Sink = Callable[[list[Outgoing]], Awaitable[None]]
 
@@ -90,6 +91,8 @@ class Engine:
         self.run = run
         #: The latest runtime problems (at most 100), newest last.
         self.problems: list[Problem] = []
+        #: Regex rules (persona id, rule index) that ran out of a message's time budget, reported once each.
+        self._timed_out: set[tuple[str, int]] = set()
         #: Whether ``set:`` changes are saved to the store (replays keep their own state).
         self.persist_state = True
         #: Log nothing that happens before this mission time (a resumed replay re-runs its past).
@@ -196,8 +199,13 @@ class Engine:
         chosen: Action | None = None
         match: dict[str, Any] = {}
         args = command.args if command else ""
+        budget = Budget.start()  # shared by every regex tried on this message
         for index in router.candidates(text, command):
-            hit = router.hit(index, text, command)
+            try:
+                hit = router.hit(index, text, command, budget)
+            except RegexTimeout:
+                self._regex_timeout(persona, index, incoming)
+                continue
             if hit is None:
                 continue
             action = persona.replies[index]
@@ -534,6 +542,15 @@ class Engine:
         if not self.run or not key or not key.startswith(f"{self.run}|"):
             return None
         return f"{kind}|{key}"
+
+    def _regex_timeout(self, persona: Persona, index: int, incoming: Incoming) -> None:
+        # Once per rule: a flood of hostile messages must not flood the log as well.
+        if (persona.id, index) in self._timed_out:
+            return
+        self._timed_out.add((persona.id, index))
+        limit = round(MESSAGE_BUDGET * 1000)
+        message = f"regex ran out of the {limit} ms a message may take; treated as no match (reported once per rule)"
+        self._problem(persona, persona.replies[index], message, incoming=incoming)
 
     def _problem(
         self,

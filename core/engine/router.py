@@ -6,6 +6,8 @@ the one fewest other patterns share; one Aho-Corasick pass over the message
 finds every such literal, so only plausible patterns run, and the work per
 message depends on what it says, not on how many rules there are.
 Candidates are then tried in file order: the first whose condition holds wins.
+Regex rules run in bounded time (see :mod:`.safe_regex`); the pre-filter reads
+the pattern as Python parses it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..language.text import fold, squash, words
+from .safe_regex import Budget, SafeRegex
 
 _ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 _COMMAND = re.compile(r"^\s*([/!])([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.S)
@@ -33,7 +36,7 @@ class Trigger:
     commands: tuple[str, ...] = ()
     exact: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
-    regex: re.Pattern[str] | None = None
+    regex: SafeRegex | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +151,7 @@ class Router:
         self._exact: dict[str, list[int]] = {}
         self._words: dict[str, list[int]] = {}
         self._phrases: dict[str, list[tuple[int, str]]] = {}
-        self._regex: dict[int, re.Pattern[str]] = {}
+        self._regex: dict[int, SafeRegex] = {}
         self._lit_icase = _Literals()
         self._lit_case = _Literals()
         self._regex_always: list[int] = []
@@ -179,7 +182,8 @@ class Router:
         """
         literals: dict[int, list[str]] = {}
         shared: dict[str, int] = {}
-        for i, rx in self._regex.items():
+        for i, safe in self._regex.items():
+            rx = safe.python  # the pre-filter reads Python's parse of the pattern
             runs = required_literals(rx)
             if rx.flags & re.IGNORECASE:
                 # Under re.IGNORECASE a few non-ASCII letters match ASCII ones: only ASCII runs are safe keys.
@@ -192,11 +196,15 @@ class Router:
                 self._regex_always.append(i)
                 continue
             best = min(runs, key=lambda r: (shared[r], -len(r)))
-            index = self._lit_icase if self._regex[i].flags & re.IGNORECASE else self._lit_case
+            index = self._lit_icase if self._regex[i].python.flags & re.IGNORECASE else self._lit_case
             index.add(i, best)
         for index in (self._lit_icase, self._lit_case):
             if index:
                 index.build()
+
+    def regex_of(self, index: int) -> SafeRegex | None:
+        """The compiled pattern of rule ``index``, if it is a regex rule."""
+        return self._regex.get(index)
 
     def candidates(self, text: str, command: Command | None) -> list[int]:
         """Indices of rules that may match ``text``, in file order."""
@@ -232,15 +240,18 @@ class Router:
         if self._lit_case:
             self._lit_case.find(text, found)
 
-    def hit(self, index: int, text: str, command: Command | None) -> Hit | None:
-        """Confirm rule ``index`` against ``text``; regex rules run their pattern here."""
+    def hit(self, index: int, text: str, command: Command | None, budget: Budget | None = None) -> Hit | None:
+        """Confirm rule ``index`` against ``text``; regex rules run their pattern here.
+
+        Raises :class:`~.safe_regex.RegexTimeout` when the rule's pattern spends the
+        rest of ``budget`` (shared by the rules tried on one message).
+        """
         rx = self._regex.get(index)
         if rx is None:
             return Hit(index, {}, command.args if command else "")
-        m = rx.search(text)
-        if m is None:
+        groups = rx.search(text, budget)
+        if groups is None:
             return None
-        groups = {k: v for k, v in m.groupdict().items() if v is not None}
         return Hit(index, groups, command.args if command else "")
 
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.persona import Persona
+from ..engine.regex_syntax import shape
 from ..timing.timeline import Timeline, is_timeline, load_timeline, timeline_from_source
 from .errors import Diagnostic, PersonaeError, did_you_mean
 from .loader import check_source, persona_files
-from .source import load_yaml
+from .source import Source, load_yaml
 from .templates import Templates
 
 TIMELINE_SUFFIXES = (".csv", ".ics", ".ical")
@@ -100,6 +101,7 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
             continue
         result.personas[persona.id] = persona
         first_file[persona.id] = persona.file
+        result.diagnostics.extend(regex_warnings(source, persona))
     result.diagnostics.extend(emit_cycles(checked))
     for t in result.timelines:
         result.diagnostics.extend(duplicate_rows(t))
@@ -198,6 +200,33 @@ def refusals(personas: Iterable[Persona]) -> list[Diagnostic]:
     ``personae chat`` refuses these too, so it never runs what lint rejects.
     """
     return [d for d in emit_cycles(personas) if d.severity == "error"]
+
+
+def regex_warnings(source: Source, persona: Persona) -> list[Diagnostic]:
+    """Warnings for reply regexes: which run in the deadline-bound fallback engine, and which
+    nest quantifiers (``(a+)+``, ``(a|a)*``: exponential in a backtracking engine)."""
+    out: list[Diagnostic] = []
+    for i, rule in enumerate(persona.spec.replies):
+        pattern = rule.when.regex
+        if pattern is None:
+            continue
+        path = ("replies", i, "when", "regex")
+        found = shape(pattern)
+        trigger = persona.router.regex_of(i)
+        reasons = trigger.fallback_reasons if trigger is not None else found.needs_fallback
+        if reasons:
+            message = (
+                f"regex needs the fallback engine ({', '.join(reasons)}): it runs with a time limit, "
+                "and a message that exceeds it is treated as no match"
+            )
+            out.append(source.diagnostic(path, message, severity="warning"))
+        if found.nested:
+            message = (
+                f"regex has {found.nested[0]} (like '(a+)+'): exponential backtracking in most engines; "
+                "write it without the nesting"
+            )
+            out.append(source.diagnostic(path, message, severity="warning"))
+    return out
 
 
 def _event_diag(persona: Persona, event: str, message: str, severity: str = "warning") -> Diagnostic:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..engine.persona import Action, Assignment, EmitAction, Persona, Scheduled
 from ..engine.router import Router, Trigger
+from ..engine.safe_regex import compile_regex
 from .budget_lint import budget_problems
 from .errors import Diagnostic, PersonaeError, did_you_mean, format_path
 from .schema import PersonaFile, Reaction, Reply, ScheduleEntry, field_names
@@ -484,7 +485,7 @@ class _Compiler:
         w = rule.when
         if w.regex is not None:
             try:
-                rx = re.compile(w.regex)
+                rx = compile_regex(w.regex)
             except re.error as exc:
                 self.error((*path, "when", "regex"), f"invalid regex: {exc.msg} at position {exc.pos}")
                 return Trigger()

@@ -6,6 +6,8 @@ so the loader keeps a map from data paths to the positions of their nodes.
 
 from __future__ import annotations
 
+import bisect
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from .errors import Diagnostic, PersonaeError, format_path
 MAX_BYTES = 2 * 1024 * 1024
 #: Bounds alias expansion ("billion laughs") before anything is constructed.
 MAX_NODES = 200_000
+#: Deeper nesting is refused where it happens (the composer and the constructor recurse).
+MAX_DEPTH = 100
 
 DataPath = tuple[str | int, ...]
 
@@ -123,7 +127,7 @@ def parse_yaml(text: str, name: str) -> Source:
     if not text.strip():
         raise _fail(name, 1, 1, "file is empty")
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text, name)
     except yaml.reader.ReaderError as exc:
         line, col = _text_line_col(text, exc.position)
         raise _fail(name, line, col, f"invalid YAML: unacceptable character U+{exc.character:04X}") from None
@@ -132,20 +136,24 @@ def parse_yaml(text: str, name: str) -> Source:
         if node is None:
             raise _fail(name, 1, 1, "file is empty")
         source = Source(name, None)
-        _index(node, (), source, name, _Counter())
+        _index(node, (), source, name, _Counter(), loader)
         data = loader.construct_document(node)
     except yaml.reader.ReaderError as exc:
         line, col = _text_line_col(text, exc.position)
         raise _fail(name, line, col, f"invalid YAML: unacceptable character U+{exc.character:04X}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _text_line_col(text, mark.index) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise _fail(name, line, col, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise _fail(name, 1, 1, f"invalid YAML: {exc}") from None
-    except RecursionError:
+    except RecursionError:  # pragma: no cover - MAX_DEPTH and the alias checks come first
         raise _fail(name, 1, 1, "invalid YAML: nested too deeply") from None
+    except PersonaeError:
+        raise
+    except Exception as exc:  # a value PyYAML cannot construct and _index did not foresee
+        raise _fail(name, 1, 1, f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
     return Source(name, data, source.values, source.keys, source.styles)
@@ -155,6 +163,66 @@ def load_yaml(path: Path, *, display: str | None = None) -> Source:
     """Read and parse a YAML file (see :func:`parse_yaml`)."""
     name = display or str(path)
     return parse_yaml(read_text(path, display=name), name)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing deep nesting and recursive aliases where they occur."""
+
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(text)
+        self._name = name
+        self._depth = 0
+        self._open: set[str] = set()  # anchors of the collections being composed
+        # PyYAML also breaks lines at U+0085, U+2028, U+2029 and a lone CR; editors and
+        # ``file:line:col`` count '\n' only, so positions are recomputed from the offset.
+        self._breaks = [i for i, ch in enumerate(text) if ch == "\n"]
+
+    def at(self, mark: yaml.Mark) -> tuple[int, int]:
+        """1-based line and column of ``mark``, counting '\n' as the only line break."""
+        line = bisect.bisect_left(self._breaks, mark.index)
+        start = self._breaks[line - 1] + 1 if line else 0
+        return line + 1, mark.index - start + 1
+
+    def position(self, node: yaml.Node) -> Position:
+        """Where ``node`` starts."""
+        return Position(*self.at(node.start_mark))
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self._open:
+            raise _fail(self._name, *self.at(mark), f"recursive alias '*{event.anchor}'")
+        anchor = getattr(event, "anchor", None) if not isinstance(event, yaml.AliasEvent) else None
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _fail(self._name, *self.at(mark), f"nested too deeply (more than {MAX_DEPTH} levels)")
+        if anchor:
+            self._open.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor or "")
+
+
+_NUMBERS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
+def _check_scalar(node: yaml.ScalarNode, loader: _Loader, name: str) -> None:
+    """Construct a number now, so one PyYAML cannot read is reported at its own position."""
+    if node.tag not in _NUMBERS:
+        return
+    try:
+        loader.construct_object(node)
+    except ValueError as exc:
+        digits = sum(ch.isalnum() for ch in node.value)
+        too_long = "limit" in str(exc) and digits > sys.get_int_max_str_digits()
+        message = (
+            f"number too long ({digits} digits; the limit is {sys.get_int_max_str_digits()})"
+            if too_long
+            else f"cannot read number '{node.value[:40]}': {exc}"
+        )
+        raise _fail(name, *loader.at(node.start_mark), message) from None
 
 
 class _Counter:
@@ -175,44 +243,34 @@ def _key_of(node: yaml.Node) -> str | int | None:
     return None
 
 
-def _index(node: yaml.Node, path: DataPath, src: Source, name: str, count: _Counter) -> None:
+def _index(node: yaml.Node, path: DataPath, src: Source, name: str, count: _Counter, loader: _Loader) -> None:
     count.n += 1
     if count.n > MAX_NODES:
-        raise _fail(
-            name,
-            node.start_mark.line + 1,
-            node.start_mark.column + 1,
-            f"document has more than {MAX_NODES} nodes (alias expansion?)",
-        )
-    src.values[path] = Position(node.start_mark.line + 1, node.start_mark.column + 1)
+        raise _fail(name, *loader.at(node.start_mark), f"document has more than {MAX_NODES} nodes (alias expansion?)")
+    src.values[path] = loader.position(node)
     if isinstance(node, yaml.ScalarNode):
         src.styles[path] = node.style
+        _check_scalar(node, loader, name)
     elif isinstance(node, yaml.MappingNode):
         seen: dict[str | int, yaml.Node] = {}
         for key_node, value_node in _pairs(node):
             key = _key_of(key_node)
             if key is None:
-                raise _fail(
-                    name,
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                    "mapping keys must be plain scalars",
-                )
+                raise _fail(name, *loader.at(key_node.start_mark), "mapping keys must be plain scalars")
             if key in seen and key != "<<":
-                first = seen[key].start_mark.line + 1
+                first = loader.position(seen[key]).line
                 raise _fail(
                     name,
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
+                    *loader.at(key_node.start_mark),
                     f"{format_path((*path, key))}: duplicate key '{key}' (first defined at line {first})",
                 )
             seen[key] = key_node
             child = (*path, key)
-            src.keys[child] = Position(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _index(value_node, child, src, name, count)
+            src.keys[child] = loader.position(key_node)
+            _index(value_node, child, src, name, count, loader)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), src, name, count)
+            _index(item, (*path, i), src, name, count, loader)
 
 
 def _pairs(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
