@@ -26,6 +26,7 @@ BUILTIN_ADAPTERS = {
     "null": "personae.adapters.null:NullAdapter",
     "telegram": "personae.adapters.telegram:TelegramAdapter",
     "discord": "personae.adapters.discord:DiscordAdapter",
+    "mastodon": "personae.adapters.mastodon:MastodonAdapter",
 }
 
 
@@ -108,7 +109,7 @@ def adapter_class(kind: str) -> type[Any]:
     try:
         return _import(target)
     except ImportError as exc:
-        extra = kind if kind in ("telegram", "discord") else "all"
+        extra = kind if kind in ("telegram", "discord", "mastodon") else "all"
         raise ConfigError(
             f"adapter '{kind}' needs extra packages: pip install 'personae[{extra}]' ({exc.name} is missing)"
         ) from None
