@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from personae.engine.messages import Incoming
 
-Dialect = Literal["plain", "html", "markdown"]
+Dialect = Literal["plain", "html", "markdown", "social"]
+Measure = Literal["utf16", "mastodon"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +25,13 @@ class Limits:
     """What the platform allows; the dispatcher paces sends to stay under it.
 
     Rates are messages per second (``None`` = unlimited). ``group_per_minute``
-    applies to chats for which :meth:`Adapter.is_group` is true.
+    applies to chats for which :meth:`Adapter.is_group` is true. ``measure``
+    says how ``max_length`` is counted (see :mod:`personae.delivery.split`).
     """
 
     max_length: int = 4096
     dialect: Dialect = "plain"
+    measure: Measure = "utf16"
     global_rate: float | None = None
     per_chat_rate: float | None = None
     group_per_minute: float | None = None
@@ -49,6 +52,11 @@ class Delivery:
     #: The outbox idempotency key (stable across restarts): platforms with
     #: idempotency tokens (Discord's nonce) derive theirs from it.
     key: str = ""
+    #: Which piece of a message split for length this is (0: the first or only one).
+    part: int = 0
+    #: The platform id of the piece before this one (``part > 0``), once it was sent:
+    #: platforms that thread long posts (Mastodon) answer it. Known after a restart too.
+    previous: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,8 @@ class Adapter(abc.ABC):
         self.config = config
         self.name = config.name
         self.persona = config.persona
+        #: The persona's locale (``en``, ``fr-FR``), set by the runtime before :meth:`start`.
+        self.locale: str | None = None
 
     @classmethod
     def create(cls, config: AdapterConfig, environ: Mapping[str, str]) -> Adapter:
@@ -181,6 +191,10 @@ class Adapter(abc.ABC):
     def is_group(self, chat: str) -> bool:
         """Whether ``chat`` is a group (for ``Limits.group_per_minute``)."""
         return False
+
+    def reserve(self, chat: str) -> int:
+        """Units of every piece to ``chat`` the adapter fills itself (Mastodon's ``@author`` prefix)."""
+        return 0
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, errors or the database (tokens)."""

@@ -27,6 +27,7 @@ BUILTIN_ADAPTERS = {
     "null": "personae.adapters.null:NullAdapter",
     "telegram": "personae.adapters.telegram:TelegramAdapter",
     "discord": "personae.adapters.discord:DiscordAdapter",
+    "mastodon": "personae.adapters.mastodon:MastodonAdapter",
 }
 
 
@@ -149,7 +150,7 @@ def _import(target: str) -> type[Any]:
 
 def install_hint(kind: str) -> str:
     """The command that installs what adapter ``kind`` needs, as README writes it (from a checkout)."""
-    extra = kind if kind in ("telegram", "discord") else "all"
+    extra = kind if kind in ("telegram", "discord", "mastodon") else "all"
     return f'pip install -e ".[{extra}]"'
 
 

@@ -116,6 +116,8 @@ class Bot:
         self.redactor = redactor or Redactor()
         for a in self.adapters:
             self.redactor.add(*a.secrets())
+            if a.persona in personas:
+                a.locale = personas[a.persona].locale  # Mastodon tags each post with its language
         self._reload = reload
         self.session = self.options.run or uuid.uuid4().hex[:12]
         self.scheduler = Scheduler(self.clock, on_error=self._scheduler_error)
@@ -516,9 +518,19 @@ class Bot:
                     channels = adapter.channels
                     chats = list(dict.fromkeys([*map(str, channels), *subs])) if channels else subs
                     base = o.key
-                parts = split_message(o.text, adapter.limits.max_length, adapter.limits.dialect)
+                limits = adapter.limits
                 mission = o.at.isoformat() if o.at else None
                 persona, event, rule = o.persona, o.event, o.rule
+                if limits.measure != "utf16":
+                    # Such a platform may prefix each piece per chat (Mastodon: "@author "): split per chat.
+                    for chat in chats:
+                        room = limits.max_length - adapter.reserve(chat)
+                        for n, part in enumerate(split_message(o.text, room, limits.dialect, limits.measure)):
+                            reply_to = o.reply_to if n == 0 else None
+                            key = f"{base}|{name}|{chat}|{n}"
+                            rows.append((key, run, persona, name, chat, part, reply_to, event, rule, mission))
+                    continue
+                parts = split_message(o.text, limits.max_length, limits.dialect)
                 if len(parts) == 1:
                     text, reply_to = parts[0], o.reply_to
                     rows.extend(

@@ -55,6 +55,18 @@ class DispatchStats:
     unsubscribed: int = 0
 
 
+def piece_of(key: str) -> tuple[int, str | None]:
+    """Which piece of a split message the outbox row with ``key`` is, and the key of the piece before.
+
+    The runtime keys pieces ``…|<n>``; a key of another shape is a whole message.
+    """
+    head, _, last = key.rpartition("|")
+    if not head or not last.isdigit():
+        return 0, None
+    n = int(last)
+    return n, (f"{head}|{n - 1}" if n > 0 else None)
+
+
 class Dispatcher:
     """Sends the pending outbox rows of one lane: one adapter, or several sharing an output (consoles)."""
 
@@ -125,6 +137,9 @@ class Dispatcher:
         self._committer: asyncio.Task[None] | None = None
         #: Set once run() is cancelled: sends in flight finish, nothing new starts.
         self._stopping = False
+        #: Per chat, the key and receipt of the last message sent: the piece before the next
+        #: piece of a split message (a chat's messages go one at a time, in order).
+        self._last_sent: dict[Key, tuple[str, str]] = {}
 
     # -- public
 
@@ -359,8 +374,21 @@ class Dispatcher:
     async def _attempt(self, item: OutboxItem) -> float:
         """One send of ``item`` and its outcome on record; returns when its chat may send again."""
         key = (item.adapter, item.chat)
+        part, previous_key = piece_of(item.key)
+        previous = None
+        if previous_key is not None:
+            previous = await self._receipt_of(key, previous_key)
         delivery = Delivery(
-            item.id, item.chat, item.text, item.reply_to, item.persona, item.event, item.mission_time, item.key
+            item.id,
+            item.chat,
+            item.text,
+            item.reply_to,
+            item.persona,
+            item.event,
+            item.mission_time,
+            item.key,
+            part,
+            previous,
         )
         try:
             receipt = await self.adapters[item.adapter].send(delivery)
@@ -375,11 +403,25 @@ class Dispatcher:
         if self._rate < self._full_rate:
             self._pace(min(self._full_rate, self._rate + self._full_rate / 200))
         await self._mark(item.id, "sent", receipt=",".join(receipt.message_ids))
+        if receipt.message_ids:
+            self._last_sent[key] = (item.key, receipt.message_ids[-1])
         self.stats.sent += 1
         gap = self._chat_gap(key)
         if self.on_sent is not None:
             await self.on_sent(item, receipt)
         return time.monotonic() + gap if gap else 0.0
+
+    async def _receipt_of(self, chat: Key, key: str) -> str | None:
+        """The platform id of the message with outbox ``key``, if it was sent (this run or before)."""
+        last = self._last_sent.get(chat)
+        if last is not None and last[0] == key:
+            return last[1]
+        try:
+            receipt = await self.store.outbox_receipt(key)
+        except Exception as exc:  # the piece goes out unthreaded rather than not at all
+            log.error("could not read the receipt of %s: %s", key, exc)
+            return None
+        return receipt.rsplit(",", 1)[-1] if receipt else None
 
     async def _failed(self, item: OutboxItem, exc: DeliveryError, *, unexpected: bool = False) -> float:
         chat = (item.adapter, item.chat)

@@ -10,15 +10,32 @@ kept. In HTML no cut falls inside a tag or an entity, and tags open at a cut
 are closed at the end of the piece and opened again at the start of the
 next, so each piece is valid on its own (a cut ``<b>`` would make Telegram
 refuse the message, and the message would be lost).
+
+Mastodon counts differently (``measure="mastodon"``): grapheme clusters, a
+URL counts 23 whatever its length, and a mention ``@user@domain`` counts as
+``@user``. A URL or a mention is never cut.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from typing import NamedTuple
+from typing import Literal, NamedTuple
+
+import regex
 
 from ..language.templates import Dialect
+
+#: How a platform counts length: UTF-16 code units (Telegram, Discord), or Mastodon's rule.
+Measure = Literal["utf16", "mastodon"]
+
+#: Mastodon counts every URL as this many characters.
+MASTODON_URL_LENGTH = 23
+# URLs as Mastodon recognises them for counting (with a scheme); trailing punctuation is not part of one.
+_MASTODON_URL = r"https?://[^\s<>\"]*[^\s<>\".,;:!?)\]}'\u2019\u201d]"
+# A mention: the domain part does not count. Not after a word character or a slash (as on Mastodon).
+_MASTODON_MENTION = r"(?<![\w/@])@(?P<user>[A-Za-z0-9_]+(?:[A-Za-z0-9_.-]+[A-Za-z0-9_])?)(?:@[\w.-]+\w)?"
+_MASTODON_TOKEN = regex.compile(rf"(?P<url>{_MASTODON_URL})|(?P<mention>{_MASTODON_MENTION})|\X")
 
 _HTML_TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 _TAG_NAME = re.compile(r"</?\s*([A-Za-z][\w-]*)")
@@ -39,13 +56,28 @@ def units(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
 
 
-def split_message(text: str, limit: int, dialect: Dialect = "plain") -> list[str]:
-    """``text`` in pieces of at most ``limit`` units (visible units for ``html``)."""
-    if limit < 2:
-        raise ValueError("limit must be at least 2 (one emoji is two units)")
-    if len(text) <= limit // 2 or units(text) <= limit:
-        return [text]
-    atoms = _atoms(text, dialect)
+def mastodon_length(text: str) -> int:
+    """Length as Mastodon counts it: graphemes, a URL as 23, ``@user@domain`` as ``@user``."""
+    return sum(a.units for a in _mastodon_atoms(text))
+
+
+def measure_length(text: str, measure: Measure = "utf16") -> int:
+    """Length of plain ``text`` as the platform with ``measure`` counts it."""
+    return mastodon_length(text) if measure == "mastodon" else units(text)
+
+
+def split_message(text: str, limit: int, dialect: Dialect = "plain", measure: Measure = "utf16") -> list[str]:
+    """``text`` in pieces of at most ``limit`` units (visible units for ``html``), counted by ``measure``."""
+    if measure == "mastodon":
+        if limit < MASTODON_URL_LENGTH + 1:
+            raise ValueError(f"limit must be more than {MASTODON_URL_LENGTH} (one URL counts {MASTODON_URL_LENGTH})")
+        atoms = _mastodon_atoms(text)
+    else:
+        if limit < 2:
+            raise ValueError("limit must be at least 2 (one emoji is two units)")
+        if len(text) <= limit // 2 or units(text) <= limit:
+            return [text]
+        atoms = _atoms(text, dialect)
     if sum(a.units for a in atoms) <= limit:
         return [text]
     pieces: list[str] = []
@@ -85,6 +117,21 @@ def _atoms(text: str, dialect: Dialect) -> list[_Atom]:
             atoms.append(_Atom(token, 0 if is_tag else units(html.unescape(token)), is_tag))
             pos = m.end()
     atoms.extend(_Atom(c, 2 if ord(c) > 0xFFFF else 1, False) for c in text[pos:])
+    return atoms
+
+
+def _mastodon_atoms(text: str) -> list[_Atom]:
+    atoms: list[_Atom] = []
+    for m in _MASTODON_TOKEN.finditer(text):
+        token = m.group()
+        if m.group("url"):
+            atoms.append(_Atom(token, MASTODON_URL_LENGTH, False))
+        elif m.group("mention"):
+            atoms.append(_Atom(token, 1 + len(m.group("user")), False))
+        elif token == "\r\n":  # one grapheme, but a line break to the splitter
+            atoms.extend((_Atom("\r", 0, False), _Atom("\n", 1, False)))
+        else:
+            atoms.append(_Atom(token, 1, False))
     return atoms
 
 
@@ -134,4 +181,4 @@ def _track(stack: list[tuple[str, str]], tag: str) -> None:
         stack.append((name, tag))
 
 
-__all__ = ["split_message", "units"]
+__all__ = ["MASTODON_URL_LENGTH", "Measure", "mastodon_length", "measure_length", "split_message", "units"]

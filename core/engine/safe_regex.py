@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import re2  # type: ignore[import-untyped]
-import regex  # type: ignore[import-untyped]
+import regex
 
 # google-re2's own extension module: its Python wrapper builds match objects in
 # Python (about 5x the cost of the search); the router needs only the spans.

@@ -48,8 +48,8 @@ from .budget import (
 )
 from .fastpath import Plan
 
-Dialect = Literal["plain", "html", "markdown"]
-DIALECTS: tuple[Dialect, ...] = ("plain", "html", "markdown")
+Dialect = Literal["plain", "html", "markdown", "social"]
+DIALECTS: tuple[Dialect, ...] = ("plain", "html", "markdown", "social")
 
 _MD_SPECIAL = frozenset("\\*_~`|>#[]()-+!.{}<@:")
 
@@ -57,6 +57,16 @@ _MD_SPECIAL = frozenset("\\*_~`|>#[]()-+!.{}<@:")
 def escape_markdown(text: str) -> str:
     """Escape Markdown (Discord flavour) so user-derived text renders literally."""
     return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+#: Put after an ``@`` in data on social networks (Mastodon): invisible, and no longer a mention.
+WORD_JOINER = "\u2060"
+_AT_SIGNS = str.maketrans({"@": "@" + WORD_JOINER, "\uff20": "\uff20" + WORD_JOINER})
+
+
+def defuse_mentions(text: str) -> str:
+    """``text`` with every ``@`` made unable to start a mention (``@user``, ``@user@instance``)."""
+    return text.translate(_AT_SIGNS) if "@" in text or "\uff20" in text else text
 
 
 class TemplateRenderError(Exception):
@@ -82,10 +92,19 @@ def _finalize_markdown(value: Any) -> Any:
     return escape_markdown(value if isinstance(value, str) else str(value))
 
 
+def _finalize_social(value: Any) -> Any:
+    # Plain text where user-derived data cannot mention (notify) a third party:
+    # only literal template text, the persona author's, may.
+    if isinstance(value, Markup):
+        return value
+    return defuse_mentions(value if isinstance(value, str) else str(value))
+
+
 _FINALIZE: dict[Dialect, Callable[[Any], Any] | None] = {
     "plain": None,
     "html": None,
     "markdown": _finalize_markdown,
+    "social": _finalize_social,
 }
 
 
@@ -493,6 +512,7 @@ __all__ = [
     "Templates",
     "Text",
     "days_since",
+    "defuse_mentions",
     "escape_markdown",
     "too_large",
     "too_large_message",

@@ -675,6 +675,11 @@ class Store:
         items.sort(key=_by_id)  # aggregate order is SQLite's choice, not a promise
         return items
 
+    async def outbox_receipt(self, key: str) -> str | None:
+        """What the platform answered for the message with idempotency ``key`` (``None``: not sent)."""
+        rows = await self._read("SELECT receipt FROM outbox WHERE key = ? AND status = 'sent'", (key,))
+        return rows[0][0] if rows else None
+
     async def outbox_mark(
         self, item_id: int, status: str, *, error: str | None = None, receipt: str | None = None
     ) -> None:
