@@ -126,3 +126,13 @@ def test_constant_and_templated_text_treat_newlines_alike():
     templated = TEMPLATES.text("Hello\r\n{{ who }}\n")
     assert constant.render({}) == "Hello\nthere"
     assert templated.render({"who": "there"}) == "Hello\nthere"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="{"), max_size=60))
+def test_constant_text_renders_as_jinja_would(source):
+    # Text without "{" skips Jinja entirely; it must still read as Jinja's lexer reads it.
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    want = ImmutableSandboxedEnvironment(keep_trailing_newline=False).from_string(source).render()
+    assert TEMPLATES.text(source).render({}) == want

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import re2  # type: ignore[import-untyped]
@@ -65,17 +65,29 @@ class SafeRegex:
     re2: Any
     #: Named groups of the RE2 pattern: (name, group number).
     names: tuple[tuple[str, int], ...]
-    #: The deadline-bound form: ``None`` when RE2 is exact on every text.
-    fallback: Any
     #: Why RE2 cannot run the pattern (empty when it can).
     fallback_reasons: tuple[str, ...]
     boundary: bool
     dollar: bool
+    #: The deadline-bound form, compiled on first use (see :attr:`fallback`).
+    _lazy: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def pattern(self) -> str:
         """The source text, as the author wrote it."""
         return self.python.pattern
+
+    @property
+    def fallback(self) -> Any:
+        """The pattern compiled by the ``regex`` module, for the texts RE2 cannot read as Python would.
+
+        Compiled when first needed: most patterns never need it (``\\b`` does only next to
+        non-ASCII letters), and the ``regex`` module's compiler is slow enough that compiling
+        every pattern up front made loading 10,000 rules take several times longer.
+        """
+        if not self._lazy:
+            self._lazy.append(regex.compile(translate(self.pattern, "regex").pattern, regex.V0))
+        return self._lazy[0]
 
     @property
     def engine(self) -> Dialect:
@@ -139,10 +151,10 @@ def compile_regex(source: str) -> SafeRegex:
         else:
             reasons = (f"RE2 refuses it ({compiled.error().decode('utf-8', 'replace')})",)
             compiled = None
-    fallback: Any = None
-    if compiled is None or for_re2.boundary or for_re2.dollar:
-        fallback = regex.compile(translate(source, "regex").pattern, regex.V0)
-    return SafeRegex(python, compiled, names, fallback, reasons, for_re2.boundary, for_re2.dollar)
+    safe = SafeRegex(python, compiled, names, reasons, for_re2.boundary, for_re2.dollar)
+    if compiled is None:
+        safe.fallback  # noqa: B018 -- runs on every text: compile now, so a pattern `regex` refuses fails at load
+    return safe
 
 
 __all__ = ["MESSAGE_BUDGET", "Budget", "RegexTimeout", "SafeRegex", "compile_regex"]

@@ -272,6 +272,9 @@ class _Compiler:
     # -- templates
 
     def text(self, source: str, path: DataPath, context: str) -> Text | None:
+        if "{" not in source:
+            # No tag, no variable, no expression: nothing to check (its length is the schema's).
+            return self.tpl.text(source)
         try:
             ast = self.tpl.parse(source)
             checks = [self._check_ast(ast, path, context), self._check_objects(ast, source, path, context)]
