@@ -307,3 +307,31 @@ def test_router_finds_matches_of_patterns_sharing_phrases(data):
     hits = [i for i in router.candidates(text, None) if router.hit(i, text, None) is not None]
     assert chosen in hits
     assert hits == [i for i, rule in enumerate(rules) if rule.regex is not None and rule.regex.python.search(text)]
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.text(max_size=12) | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), yaml_values, min_size=1, max_size=5), st.booleans())
+def test_libyaml_and_pyyaml_give_the_same_source(data, flow):
+    # Plain files are composed by libyaml (fast), the others by PyYAML: both must give the
+    # same data, positions and scalar styles, or diagnostics would move between the two.
+    import yaml
+
+    from personae.language import source as src
+
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True, sort_keys=False)
+    if not src._fast_path(text):
+        return
+    fast = src._parse(src._CLoader(text), "t.yaml")
+    loader = src._Loader(text, "t.yaml")
+    try:
+        slow = src._parse(loader, "t.yaml")
+    finally:
+        loader.dispose()
+    assert (fast.data, fast.values, fast.keys, fast.styles) == (slow.data, slow.values, slow.keys, slow.styles)

@@ -61,16 +61,51 @@ class SafeRegex:
 
     #: The pattern as Python reads it: the router's literal pre-filter and lint use it; it never runs on messages.
     python: re.Pattern[str]
-    #: ``None`` when RE2 cannot run the pattern at all.
-    re2: Any
-    #: Named groups of the RE2 pattern: (name, group number).
-    names: tuple[tuple[str, int], ...]
-    #: Why RE2 cannot run the pattern (empty when it can).
-    fallback_reasons: tuple[str, ...]
+    #: The pattern in RE2's syntax with Python's meaning (``""`` when RE2 lacks a construct it uses).
+    re2_source: str
+    #: Why RE2 cannot run the pattern, as known from its syntax alone.
+    syntax_reasons: tuple[str, ...]
     boundary: bool
     dollar: bool
     #: The deadline-bound form, compiled on first use (see :attr:`fallback`).
     _lazy: list[Any] = field(default_factory=list, compare=False, repr=False)
+    #: ``(compiled or None, names, reasons)`` once RE2 has compiled the pattern (see :meth:`_compile`).
+    _re2: list[tuple[Any, tuple[tuple[str, int], ...], tuple[str, ...]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def _compile(self) -> tuple[Any, tuple[tuple[str, int], ...], tuple[str, ...]]:
+        # RE2 compiles a pattern with Unicode classes in about a millisecond: 10,000 rules
+        # would take seconds to load. Most rules never see a message that holds their
+        # literal, so each is compiled when first tried (and lint compiles them all).
+        if not self._re2:
+            compiled: Any = None
+            names: tuple[tuple[str, int], ...] = ()
+            reasons = self.syntax_reasons
+            if not reasons:
+                compiled = _re2.RE2(self.re2_source.encode("utf-8"), _re2_options())
+                if compiled.ok():
+                    names = tuple((k.decode("utf-8"), i) for k, i in compiled.NamedCapturingGroups())
+                else:
+                    reasons = (f"RE2 refuses it ({compiled.error().decode('utf-8', 'replace')})",)
+                    compiled = None
+            self._re2.append((compiled, names, reasons))
+        return self._re2[0]
+
+    @property
+    def re2(self) -> Any:
+        """The compiled RE2 pattern; ``None`` when RE2 cannot run it at all."""
+        return self._compile()[0]
+
+    @property
+    def names(self) -> tuple[tuple[str, int], ...]:
+        """Named groups of the RE2 pattern: (name, group number)."""
+        return self._compile()[1]
+
+    @property
+    def fallback_reasons(self) -> tuple[str, ...]:
+        """Why RE2 cannot run the pattern (empty when it can)."""
+        return self._compile()[2]
 
     @property
     def pattern(self) -> str:
@@ -104,17 +139,18 @@ class SafeRegex:
             # Nothing to backtrack over, and Python's own quirks apply (its \\B never matches here).
             m = self.python.search(text)
             return None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
-        if self.re2 is not None and not self._needs_fallback(text):
+        compiled, names, _ = self._compile()
+        if compiled is not None and not self._needs_fallback(text):
             try:
                 data = text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8 only
                 pass
             else:
-                spans = self.re2.Match(_UNANCHORED, data, 0, len(data))
+                spans = compiled.Match(_UNANCHORED, data, 0, len(data))
                 if spans[0][0] < 0:
                     return None
                 # RE2 matches whole UTF-8 characters: each group's bytes decode on their own.
-                return {k: data[a:b].decode("utf-8") for k, i in self.names for a, b in (spans[i],) if a >= 0}
+                return {k: data[a:b].decode("utf-8") for k, i in names for a, b in (spans[i],) if a >= 0}
         remaining = (budget or Budget.start()).remaining()
         if remaining <= 0:
             raise RegexTimeout(self.pattern)
@@ -138,21 +174,15 @@ def _re2_options() -> Any:
 
 
 def compile_regex(source: str) -> SafeRegex:
-    """Compile an author's pattern. Raises :class:`re.error` for what Python would refuse."""
+    """Compile an author's pattern. Raises :class:`re.error` for what Python would refuse.
+
+    RE2 compiles the pattern when it is first tried; what RE2 lacks is known from the syntax now.
+    """
     python = re.compile(source)
     for_re2 = translate(source, "re2")
     reasons = for_re2.needs_fallback
-    compiled: Any = None
-    names: tuple[tuple[str, int], ...] = ()
-    if not reasons:
-        compiled = _re2.RE2(for_re2.pattern.encode("utf-8"), _re2_options())
-        if compiled.ok():
-            names = tuple((k.decode("utf-8"), i) for k, i in compiled.NamedCapturingGroups())
-        else:
-            reasons = (f"RE2 refuses it ({compiled.error().decode('utf-8', 'replace')})",)
-            compiled = None
-    safe = SafeRegex(python, compiled, names, reasons, for_re2.boundary, for_re2.dollar)
-    if compiled is None:
+    safe = SafeRegex(python, "" if reasons else for_re2.pattern, reasons, for_re2.boundary, for_re2.dollar)
+    if reasons:
         safe.fallback  # noqa: B018 -- runs on every text: compile now, so a pattern `regex` refuses fails at load
     return safe
 
