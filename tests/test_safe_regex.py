@@ -157,8 +157,11 @@ WORDS = ["where", "are", "you", "is", "philae", "Philae", "how", "far", "earth",
 ODD = ["é", "İ", "ı", "\u212a", "ſ", "ß", "Σ", "ς", "\u0345", "٣", "²", "\u00a0", "\u2028", "\n", "\x1c", "'", "_", "1"]
 # Characters Python 3.11 calls unassigned may be letters in the engines' newer Unicode tables (documented).
 assigned = st.characters(exclude_categories=("Cn", "Cs"))
-texts = st.lists(st.sampled_from([*WORDS, *ODD, " ", "  ", "?", "WHERE", "ARE"]), max_size=12).map("".join) | st.text(
-    assigned, max_size=30
+texts = (
+    st.lists(st.sampled_from([*WORDS, *ODD, " ", "  ", "?", "WHERE", "ARE"]), max_size=12).map("".join)
+    | st.text(assigned, max_size=30)
+    # ASCII texts run RE2's ASCII form of each pattern (\w as [A-Za-z0-9_]): every ASCII character.
+    | st.text(st.characters(max_codepoint=0x7F), max_size=30)
 )
 
 

@@ -73,10 +73,15 @@ def parse(source: str) -> Any:
     return _p.parse(source, 0)
 
 
-def translate(source: str, dialect: Dialect) -> Translation:
-    """``source`` written for ``dialect`` (see the module docstring)."""
+def translate(source: str, dialect: Dialect, *, ascii_text: bool = False) -> Translation:
+    """``source`` written for ``dialect`` (see the module docstring).
+
+    With ``ascii_text``, the result is exact only on ASCII texts, where Python's Unicode
+    ``\\w``, ``\\d`` and ``\\s`` match ASCII characters alone: RE2 compiles and runs such a
+    pattern many times faster than one with Unicode properties, and most messages are ASCII.
+    """
     tree = parse(source)
-    w = _Writer(dialect, tree.state.groupdict)
+    w = _Writer(dialect, tree.state.groupdict, ascii_text=ascii_text)
     flags = tree.state.flags
     body = w.seq(tree, flags)
     return Translation(body, tuple(dict.fromkeys(w.fallback)), w.boundary, w.dollar)
@@ -137,7 +142,7 @@ _CATEGORIES = {
 _SPACES = tuple(cp for cp in range(0x3001) if chr(cp).isspace())
 
 
-def _property(name: str, ascii_only: bool, dialect: Dialect) -> str:
+def _property(name: str, ascii_only: bool, dialect: Dialect, ascii_text: bool = False) -> str:
     """Class text (without brackets) for Python's ``\\w``, ``\\d`` or ``\\s``.
 
     ``\\w`` is ``str.isalnum()`` or ``_``, which is exactly Unicode's letters and numbers;
@@ -145,10 +150,13 @@ def _property(name: str, ascii_only: bool, dialect: Dialect) -> str:
     newer than Python's: they differ only on characters Python still calls unassigned.
     """
     if name == "w":
-        return "A-Za-z0-9_" if ascii_only else "\\p{L}\\p{N}_"
+        return "A-Za-z0-9_" if ascii_only or ascii_text else "\\p{L}\\p{N}_"
     if name == "d":
-        return "0-9" if ascii_only else "\\p{Nd}"
-    spaces = _SPACES if not ascii_only else tuple(cp for cp in _SPACES if cp < 0x80 and cp not in range(0x1C, 0x20))
+        return "0-9" if ascii_only or ascii_text else "\\p{Nd}"
+    if ascii_only:  # re.ASCII's \\s leaves out the separators U+001C..U+001F
+        spaces = tuple(cp for cp in _SPACES if cp < 0x80 and cp not in range(0x1C, 0x20))
+    else:
+        spaces = tuple(cp for cp in _SPACES if cp < 0x80) if ascii_text else _SPACES
     return "".join(_char(cp, dialect) for cp in spaces)
 
 
@@ -175,8 +183,9 @@ def _ranges_text(ranges: Iterable[tuple[int, int]], dialect: Dialect) -> str:
 
 
 class _Writer:
-    def __init__(self, dialect: Dialect, names: dict[str, int]) -> None:
+    def __init__(self, dialect: Dialect, names: dict[str, int], *, ascii_text: bool = False) -> None:
         self.dialect = dialect
+        self.ascii_text = ascii_text
         self.names = {n: k for k, n in names.items()}
         self.fallback: list[str] = []
         self.boundary = False
@@ -266,12 +275,12 @@ class _Writer:
         if len(cats) == 1 and negated_cats and not folded:
             # [\W] is [^\w]: written with Unicode properties, cheap to compile.
             negate = not negate
-            exact = _property(_CATEGORIES[cats[0]][0], ascii_only, self.dialect)
+            exact = _property(_CATEGORIES[cats[0]][0], ascii_only, self.dialect, self.ascii_text)
         elif negated_cats:
             # A complement inside a union: spell the exact sets out (computed once, rarely needed).
             exact = _ranges_text(_merge(r for c in cats for r in _category_ranges(c, flags)), self.dialect)
         else:
-            exact = "".join(_property(_CATEGORIES[c][0], ascii_only, self.dialect) for c in cats)
+            exact = "".join(_property(_CATEGORIES[c][0], ascii_only, self.dialect, self.ascii_text) for c in cats)
         icase = bool(flags & _I)
         if icase and not ascii_only and any(lo <= cp <= hi for lo, hi in folded for cp in _DOTTED_I):
             folded.extend((cp, cp) for cp in _DOTTED_I)

@@ -55,57 +55,90 @@ class Budget:
         return self.deadline - time.monotonic()
 
 
+@dataclass(slots=True)
+class _Programs:
+    """What RE2 makes of one pattern, worked out when the pattern is first tried."""
+
+    #: Why RE2 cannot run the pattern (empty when it can).
+    reasons: tuple[str, ...]
+    #: The pattern for RE2, exact on every text (``""`` when RE2 cannot run it).
+    source: str
+    #: The pattern for RE2, exact on ASCII texts only (``\\w`` as ``[A-Za-z0-9_]``: far cheaper).
+    ascii_source: str
+    boundary: bool
+    dollar: bool
+    #: Compiled programs by "is the text ASCII?"; ``None`` when RE2 refused the pattern.
+    compiled: dict[bool, Any] = field(default_factory=dict)
+    names: tuple[tuple[str, int], ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class SafeRegex:
-    """An author's pattern, compiled for RE2 and, when needed, for ``regex`` with a deadline."""
+    """An author's pattern, compiled for RE2 and, when needed, for ``regex`` with a deadline.
+
+    Only Python's compile runs at load (it validates the pattern and feeds the router's
+    pre-filter). RE2 compiles a pattern with Unicode classes in a millisecond or more, so
+    10,000 rules would take seconds to load: each pattern is translated and compiled when
+    first tried, and lint compiles them all.
+    """
 
     #: The pattern as Python reads it: the router's literal pre-filter and lint use it; it never runs on messages.
     python: re.Pattern[str]
-    #: The pattern in RE2's syntax with Python's meaning (``""`` when RE2 lacks a construct it uses).
-    re2_source: str
-    #: Why RE2 cannot run the pattern, as known from its syntax alone.
-    syntax_reasons: tuple[str, ...]
-    boundary: bool
-    dollar: bool
-    #: The deadline-bound form, compiled on first use (see :attr:`fallback`).
     _lazy: list[Any] = field(default_factory=list, compare=False, repr=False)
-    #: ``(compiled or None, names, reasons)`` once RE2 has compiled the pattern (see :meth:`_compile`).
-    _re2: list[tuple[Any, tuple[tuple[str, int], ...], tuple[str, ...]]] = field(
-        default_factory=list, compare=False, repr=False
-    )
+    _re2: list[_Programs] = field(default_factory=list, compare=False, repr=False)
 
-    def _compile(self) -> tuple[Any, tuple[tuple[str, int], ...], tuple[str, ...]]:
-        # RE2 compiles a pattern with Unicode classes in about a millisecond: 10,000 rules
-        # would take seconds to load. Most rules never see a message that holds their
-        # literal, so each is compiled when first tried (and lint compiles them all).
+    def _programs(self) -> _Programs:
         if not self._re2:
-            compiled: Any = None
-            names: tuple[tuple[str, int], ...] = ()
-            reasons = self.syntax_reasons
-            if not reasons:
-                compiled = _re2.RE2(self.re2_source.encode("utf-8"), _re2_options())
-                if compiled.ok():
-                    names = tuple((k.decode("utf-8"), i) for k, i in compiled.NamedCapturingGroups())
-                else:
-                    reasons = (f"RE2 refuses it ({compiled.error().decode('utf-8', 'replace')})",)
-                    compiled = None
-            self._re2.append((compiled, names, reasons))
+            full = translate(self.pattern, "re2")
+            ascii_only = "" if full.needs_fallback else translate(self.pattern, "re2", ascii_text=True).pattern
+            programs = _Programs(
+                full.needs_fallback, "" if full.needs_fallback else full.pattern, ascii_only, full.boundary, full.dollar
+            )
+            self._re2.append(programs)
         return self._re2[0]
+
+    @staticmethod
+    def _compile(programs: _Programs, ascii_text: bool) -> Any:
+        compiled = programs.compiled.get(ascii_text)
+        if compiled is None and ascii_text not in programs.compiled:
+            source = programs.ascii_source if ascii_text else programs.source
+            compiled = _re2.RE2(source.encode("utf-8"), _re2_options()) if source else None
+            if compiled is not None and not compiled.ok():
+                # Both forms have the same structure: what RE2 refuses in one it refuses in the other.
+                programs.reasons = (f"RE2 refuses it ({compiled.error().decode('utf-8', 'replace')})",)
+                programs.source = programs.ascii_source = ""
+                compiled = None
+            elif compiled is not None and not programs.names:
+                programs.names = tuple((k.decode("utf-8"), i) for k, i in compiled.NamedCapturingGroups())
+            programs.compiled[ascii_text] = compiled
+        return compiled
 
     @property
     def re2(self) -> Any:
-        """The compiled RE2 pattern; ``None`` when RE2 cannot run it at all."""
-        return self._compile()[0]
+        """The compiled RE2 pattern exact on every text; ``None`` when RE2 cannot run it at all."""
+        return self._compile(self._programs(), False)
 
     @property
     def names(self) -> tuple[tuple[str, int], ...]:
         """Named groups of the RE2 pattern: (name, group number)."""
-        return self._compile()[1]
+        self.re2  # noqa: B018 -- the names come with a compiled program
+        return self._programs().names
 
     @property
     def fallback_reasons(self) -> tuple[str, ...]:
-        """Why RE2 cannot run the pattern (empty when it can)."""
-        return self._compile()[2]
+        """Why RE2 cannot run the pattern (empty when it can); compiles it to know."""
+        self.re2  # noqa: B018 -- RE2 may refuse a pattern its syntax allows (too large)
+        return self._programs().reasons
+
+    @property
+    def boundary(self) -> bool:
+        """Whether the pattern has ``\\b``/``\\B``, which RE2 reads as ASCII only."""
+        return self._programs().boundary
+
+    @property
+    def dollar(self) -> bool:
+        """Whether the pattern has a ``$`` that Python lets match before a final newline."""
+        return self._programs().dollar
 
     @property
     def pattern(self) -> str:
@@ -117,8 +150,7 @@ class SafeRegex:
         """The pattern compiled by the ``regex`` module, for the texts RE2 cannot read as Python would.
 
         Compiled when first needed: most patterns never need it (``\\b`` does only next to
-        non-ASCII letters), and the ``regex`` module's compiler is slow enough that compiling
-        every pattern up front made loading 10,000 rules take several times longer.
+        non-ASCII letters), and the ``regex`` module's compiler is slow.
         """
         if not self._lazy:
             self._lazy.append(regex.compile(translate(self.pattern, "regex").pattern, regex.V0))
@@ -139,31 +171,36 @@ class SafeRegex:
             # Nothing to backtrack over, and Python's own quirks apply (its \\B never matches here).
             m = self.python.search(text)
             return None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
-        compiled, names, _ = self._compile()
-        if compiled is not None and not self._needs_fallback(text):
+        programs = self._programs()
+        if programs.source and not self._needs_fallback(programs, text):
             try:
                 data = text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8 only
                 pass
             else:
-                spans = compiled.Match(_UNANCHORED, data, 0, len(data))
-                if spans[0][0] < 0:
-                    return None
-                # RE2 matches whole UTF-8 characters: each group's bytes decode on their own.
-                return {k: data[a:b].decode("utf-8") for k, i in names for a, b in (spans[i],) if a >= 0}
+                compiled = self._compile(programs, len(data) == len(text))
+                if compiled is not None:
+                    spans = compiled.Match(_UNANCHORED, data, 0, len(data))
+                    if spans[0][0] < 0:
+                        return None
+                    # RE2 matches whole UTF-8 characters: each group's bytes decode on their own.
+                    return {k: data[a:b].decode("utf-8") for k, i in programs.names for a, b in (spans[i],) if a >= 0}
         remaining = (budget or Budget.start()).remaining()
         if remaining <= 0:
             raise RegexTimeout(self.pattern)
         try:
             found = self.fallback.search(text, timeout=remaining)
-        except TimeoutError:
+        except (TimeoutError, regex.error):
+            # A pattern Python accepts and the regex module refuses (none is known) is reported
+            # like a timeout, once, rather than raised at every message.
             raise RegexTimeout(self.pattern) from None
         if found is None:
             return None
         return {k: v for k, v in found.groupdict().items() if v is not None}
 
-    def _needs_fallback(self, text: str) -> bool:
-        return (self.boundary and not text.isascii()) or (self.dollar and text.endswith("\n"))
+    @staticmethod
+    def _needs_fallback(programs: _Programs, text: str) -> bool:
+        return (programs.boundary and not text.isascii()) or (programs.dollar and text.endswith("\n"))
 
 
 def _re2_options() -> Any:
@@ -176,15 +213,9 @@ def _re2_options() -> Any:
 def compile_regex(source: str) -> SafeRegex:
     """Compile an author's pattern. Raises :class:`re.error` for what Python would refuse.
 
-    RE2 compiles the pattern when it is first tried; what RE2 lacks is known from the syntax now.
+    RE2 compiles the pattern when it is first tried (see :class:`SafeRegex`).
     """
-    python = re.compile(source)
-    for_re2 = translate(source, "re2")
-    reasons = for_re2.needs_fallback
-    safe = SafeRegex(python, "" if reasons else for_re2.pattern, reasons, for_re2.boundary, for_re2.dollar)
-    if reasons:
-        safe.fallback  # noqa: B018 -- runs on every text: compile now, so a pattern `regex` refuses fails at load
-    return safe
+    return SafeRegex(re.compile(source))
 
 
 __all__ = ["MESSAGE_BUDGET", "Budget", "RegexTimeout", "SafeRegex", "compile_regex"]
