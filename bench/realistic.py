@@ -25,6 +25,10 @@ file afterwards and exits 1 if any is missing.
 Two rates per engine: replies per wall-clock second, and replies per CPU
 second of the whole process (the log writer is a second thread). Rounds are
 interleaved across engines and each keeps its best round and reports its median.
+Before timing, every engine answers one message per rule, untimed: personae
+compiles each regex for RE2 when first tried (so loading stays fast), which a
+running bot pays once; the warm-up's CPU time is printed (`--no-warm-up` to time
+from cold).
 
     python bench/realistic.py                         # 100, 1,000 and 10,000 rules
     python bench/realistic.py --sizes 10000 --rounds 5
@@ -224,6 +228,16 @@ class Messages:
             text += "?"
         return text
 
+    def warm_up(self) -> list[str]:
+        """One message hitting each rule, in rule order (see --no-warm-up)."""
+        keep = self.rules
+        out = []
+        for r in keep:
+            self.rules = [r]
+            out.append(self.one(True))
+        self.rules = keep
+        return out
+
     def draw(self, count: int) -> list[str]:
         return [self.one(i % 2 == 0) for i in range(count)]
 
@@ -360,6 +374,17 @@ async def measure(size: int, args: argparse.Namespace, vocab: Vocabulary, folder
             if wrong:
                 t, w, g = wrong[0]
                 sys.exit(f"{name} disagrees on {len(wrong)} of {len(sample)} messages, e.g. {t!r}: {w!r} vs {g!r}")
+        if args.warm_up:
+            # personae compiles each regex for RE2 when it is first tried (loading stays fast);
+            # a running bot pays that once. Every engine sees one message per rule, untimed.
+            warm = source.warm_up()
+            t0 = time.process_time()
+            await off.answer(warm)
+            say(f"warm-up: {len(warm):,} messages, personae {time.process_time() - t0:.2f} CPU-s (untimed)")
+            await on.answer(warm)
+            for fn in peers.values():
+                for text in warm:
+                    fn(text)
         budget = args.budget / args.rounds
         per_round = max(args.pool // args.rounds, 1)
         rounds = [source.draw(per_round) for _ in range(args.rounds)]
@@ -420,6 +445,7 @@ def show(rows: Sequence[Row], args: argparse.Namespace) -> None:
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
         f"command: python bench/realistic.py --sizes {sizes} --budget {args.budget:g} --rounds {args.rounds}"
         + ("" if args.rivescript else " --no-rivescript")
+        + ("" if args.warm_up else " --no-warm-up")
     )
 
 
@@ -444,6 +470,9 @@ def main() -> None:
     parser.add_argument("--min-distinct", type=int, default=50_000, help="fail below this many distinct messages")
     parser.add_argument("--check", type=int, default=1_000, help="messages all engines must answer alike")
     parser.add_argument("--no-rivescript", dest="rivescript", action="store_false", help="leave RiveScript out")
+    parser.add_argument(
+        "--no-warm-up", dest="warm_up", action="store_false", help="time from cold: no untimed message per rule first"
+    )
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 rules, short budget: a smoke run")
     args = parser.parse_args()
     if args.quick:

@@ -69,6 +69,8 @@ class _Programs:
     dollar: bool
     #: Compiled programs by "is the text ASCII?"; ``None`` when RE2 refused the pattern.
     compiled: dict[bool, Any] = field(default_factory=dict)
+    #: Whether :attr:`source` is still to be written (see :meth:`SafeRegex._compile`).
+    full_pending: bool = False
     names: tuple[tuple[str, int], ...] = ()
 
 
@@ -89,17 +91,22 @@ class SafeRegex:
 
     def _programs(self) -> _Programs:
         if not self._re2:
-            full = translate(self.pattern, "re2")
-            ascii_only = "" if full.needs_fallback else translate(self.pattern, "re2", ascii_text=True).pattern
+            # The ASCII form says all the full one would (same structure); the full form is
+            # written when a message with a non-ASCII character first needs it.
+            first = translate(self.pattern, "re2", ascii_text=True)
+            usable = not first.needs_fallback
             programs = _Programs(
-                full.needs_fallback, "" if full.needs_fallback else full.pattern, ascii_only, full.boundary, full.dollar
+                first.needs_fallback, "", first.pattern if usable else "", first.boundary, first.dollar
             )
+            programs.full_pending = usable
             self._re2.append(programs)
         return self._re2[0]
 
-    @staticmethod
-    def _compile(programs: _Programs, ascii_text: bool) -> Any:
+    def _compile(self, programs: _Programs, ascii_text: bool) -> Any:
         compiled = programs.compiled.get(ascii_text)
+        if not ascii_text and programs.full_pending:
+            programs.full_pending = False
+            programs.source = translate(self.pattern, "re2").pattern
         if compiled is None and ascii_text not in programs.compiled:
             source = programs.ascii_source if ascii_text else programs.source
             compiled = _re2.RE2(source.encode("utf-8"), _re2_options()) if source else None
@@ -107,6 +114,7 @@ class SafeRegex:
                 # Both forms have the same structure: what RE2 refuses in one it refuses in the other.
                 programs.reasons = (f"RE2 refuses it ({compiled.error().decode('utf-8', 'replace')})",)
                 programs.source = programs.ascii_source = ""
+                programs.full_pending = False
                 compiled = None
             elif compiled is not None and not programs.names:
                 programs.names = tuple((k.decode("utf-8"), i) for k, i in compiled.NamedCapturingGroups())
@@ -172,7 +180,7 @@ class SafeRegex:
             m = self.python.search(text)
             return None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
         programs = self._programs()
-        if programs.source and not self._needs_fallback(programs, text):
+        if programs.ascii_source and not self._needs_fallback(programs, text):
             try:
                 data = text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8 only
