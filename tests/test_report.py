@@ -36,7 +36,12 @@ AGE = ["how old are you", "what's your age", "How old are you?!", "what is your 
 BUILDER = ["who built you", "who made you?", "Who created you"]
 WEIGHT = ["how heavy are you", "how much do you weigh"]
 # Unrelated questions: none may join another group.
-ALONE = ["is there water on the comet", "what is your favourite colour", "how old is the comet"]
+ALONE = [
+    "is there water on the comet",
+    "what is your favourite colour",
+    "how old is the comet",
+    '<script>alert("x")</script></svg><a href="http://x.test/">',  # must reach the page as text
+]
 ANSWERED = ["/status", "where are you", "tell me about the harpoons"]
 
 
@@ -80,7 +85,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def report_json(db: Path, *extra: str) -> dict[str, Any]:
-    done = run_report("--db", str(db), "--personas", str(PERSONAS), "--format", "json", *extra)
+    personas = () if "--personas" in extra else ("--personas", str(PERSONAS))
+    done = run_report("--db", str(db), *personas, "--format", "json", *extra)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -115,8 +121,16 @@ def test_unanswered_paraphrases_fall_in_one_group_most_frequent_first(logged: Pa
     assert not any(t in g["examples"] for g in groups for t in ANSWERED)
 
 
-def test_replies_by_rule_list_rules_that_never_fired(logged: Path) -> None:
+def test_replies_by_rule_list_rules_that_never_fired(logged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     report = report_json(logged)
+    # The log holds the path the chat ran from; a report from another folder finds the same rules.
+    monkeypatch.chdir(ROOT)
+    relative = report_json(logged, "--personas", "personas")["rules"]
+
+    def counts(rules: list[dict[str, Any]]) -> list[tuple[str, int]]:
+        return [(Path(r["rule"]).name, r["count"]) for r in rules]
+
+    assert counts(relative) == counts(report["rules"])
     philae = (PERSONAS / "philae.yaml").read_text(encoding="utf-8").splitlines()
     harpoon_line = next(i for i, line in enumerate(philae, 1) if "harpoon, harpoons" in line)
     night_line = next(i for i, line in enumerate(philae, 1) if "good night" in line)
@@ -407,6 +421,15 @@ def test_case_punctuation_and_spacing_never_split_a_question(text: str, tail: st
     variant = pad + (text.upper() if upper else text) + tail
     groups = group_questions([("p", text), ("p", variant)])
     assert len(groups) == 1 and groups[0].count == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.text(max_size=40)), max_size=25))
+def test_any_text_is_counted_once(asked: list[tuple[str, str]]) -> None:
+    groups = group_questions(asked)
+    assert sum(g.count for g in groups) == len(asked)
+    assert [g.count for g in groups] == sorted((g.count for g in groups), reverse=True)
+    assert all(g.label == g.examples[0] and set(g.personas) <= {"a", "b"} for g in groups)
 
 
 def test_accents_and_typos_join_and_unrelated_stay_apart() -> None:
