@@ -444,3 +444,27 @@ def test_accents_and_typos_join_and_unrelated_stay_apart() -> None:
     apart = ["how old is the comet", "is there water on the comet", "what time is it on the comet", "are there aliens"]
     assert [g.count for g in group_questions([("p", t) for t in apart])] == [1, 1, 1, 1]
     assert group_questions([("p", "???"), ("p", "👍"), ("p", "what is it")])[0].count == 1
+
+
+def test_odd_values_in_the_log_are_reported_not_a_traceback(logged: Path, tmp_path: Path) -> None:
+    db = tmp_path / "odd.db"
+    shutil.copy(logged, db)
+    con = sqlite3.connect(db)
+    fallback = con.execute(
+        "SELECT rule FROM interactions WHERE text LIKE 'I''m only a small lander%' LIMIT 1"
+    ).fetchone()
+    con.executemany(
+        "INSERT INTO interactions (ts, direction, persona, platform, chat, user, text, rule, latency_ms, status)"
+        " VALUES (?, ?, 'philae', 'console', 'c', 'u', ?, ?, ?, 'ok')",
+        [
+            (12345, "in", b"\xffhow old are you\xfe", None, None),
+            ("2026-01-01T00:00:00.000+00:00", "out", 7, fallback[0], "fast"),
+            (3.5, "in", 42, None, None),
+            (3.5, "out", None, fallback[0], None),
+        ],
+    )
+    con.commit()
+    con.close()
+    report = report_json(db)
+    assert group_of(report, "how old are you")["count"] == len(AGE) + 1
+    assert group_of(report, "42")["count"] == 1

@@ -151,6 +151,15 @@ def _where(filters: Filters, *, persona: bool = True) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _s(value: Any) -> str | None:
+    """A column as text: a hand-edited or damaged log may hold numbers or blobs where text belongs."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _rule_key(persona: str | None, where: str) -> tuple[str, str, str]:
     """A rule's identity across checkouts: persona, file name and line (the log holds the path it ran from)."""
     file, _, line = where.rpartition(":")
@@ -221,15 +230,15 @@ def _gather(db: Path, con: sqlite3.Connection, personas: Mapping[str, Persona], 
         "SELECT direction, persona, platform, chat, user, text, rule, latency_ms, status, event, ts, mission_time"
         f" FROM interactions{where} ORDER BY id"
     )
-    for direction, persona, platform, chat, user, text, rule, elapsed, status, event, ts, mission in con.execute(
-        sql, args
-    ):
+    for row in con.execute(sql, args):
+        direction, persona, platform, chat, user, text, rule, _, status, event, ts, mission = map(_s, row)
+        elapsed = row[7] if isinstance(row[7], int | float) else None
         day = (ts or "")[:10]
         if direction == "event":
             events_raised += 1
             continue
         plat = platform or "?"
-        per_day[(day, plat)][direction] += 1
+        per_day[(day, plat)][direction or "?"] += 1
         if direction == "in":
             statuses[status or "ok"] += 1
             last_in[(persona, platform, chat, user)] = text or ""
@@ -320,10 +329,10 @@ def _delivery(con: sqlite3.Connection, filters: Filters) -> dict[str, Any]:
     ]
     errors: Counter[tuple[str, str, str]] = Counter()
     rate_limited = retried = 0
-    for adapter, status, attempts, error in con.execute(
-        f"SELECT adapter, status, attempts, last_error FROM outbox{where}", args
-    ):
-        if attempts and attempts > 1:
+    for row in con.execute(f"SELECT adapter, status, attempts, last_error FROM outbox{where}", args):
+        adapter, status, error = str(row[0]), str(row[1]), _s(row[3])
+        attempts = row[2] if isinstance(row[2], int) else 0
+        if attempts > 1:
             retried += 1
         if error:
             errors[(adapter, status, error)] += 1
