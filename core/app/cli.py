@@ -26,6 +26,7 @@ examples:
   personae lint personas/               check persona scripts and timelines
   personae replay personas/timelines/rosetta.yaml --speed max --dry-run
   personae log --persona philae --limit 20
+  personae report --html report.html    what people asked, what went unanswered
 """
 
 
@@ -86,8 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
     from .commands import add_runtime_commands
+    from .report import add_report_command
 
     add_runtime_commands(sub)
+    add_report_command(sub)
     return p
 
 
@@ -155,6 +158,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await cmd_chat(args)
         if args.command == "log":
             return await cmd_log(args)
+        if args.command == "report":
+            from .report import cmd_report
+
+            return cmd_report(args)
         from .commands import run_command
 
         return await run_command(args)
