@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from personae.engine.messages import Incoming
 
 Dialect = Literal["plain", "html", "markdown", "social"]
-Measure = Literal["utf16", "mastodon"]
+Measure = Literal["utf16", "mastodon", "bluesky"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +146,9 @@ class Adapter(abc.ABC):
         self.persona = config.persona
         #: The persona's locale (``en``, ``fr-FR``), set by the runtime before :meth:`start`.
         self.locale: str | None = None
+        #: Set by the runtime: call it with the secrets an adapter obtains while running
+        #: (session tokens) each time they change; they replace the ones given before.
+        self.on_secrets: Callable[..., None] = lambda *secrets: None
 
     @classmethod
     def create(cls, config: AdapterConfig, environ: Mapping[str, str]) -> Adapter:
@@ -197,5 +200,8 @@ class Adapter(abc.ABC):
         return 0
 
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in logs, errors or the database (tokens)."""
+        """Values that must never appear in logs, errors or the database (tokens).
+
+        Read once, before :meth:`start`; tokens obtained later go to :attr:`on_secrets`.
+        """
         return ()

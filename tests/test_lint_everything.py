@@ -193,7 +193,7 @@ def test_run_reports_every_problem_of_a_bot_toml_at_once(persona_dir, tmp_path):
         f"error: bot.toml:11: timelines[0].file: no such file: {tmp_path.resolve() / 'missing.yaml'}",
         "error: bot.toml:12: timelines[0].mdoe: unknown key 'mdoe' (did you mean 'mode'?)",
         "error: bot.toml:15: adapters[1].type: unknown adapter type 'consol' (did you mean 'console'?)"
-        " (known: console, discord, mastodon, null, telegram)",
+        " (known: bluesky, console, discord, mastodon, null, telegram)",
     ]
 
 

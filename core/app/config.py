@@ -28,6 +28,7 @@ BUILTIN_ADAPTERS = {
     "telegram": "personae.adapters.telegram:TelegramAdapter",
     "discord": "personae.adapters.discord:DiscordAdapter",
     "mastodon": "personae.adapters.mastodon:MastodonAdapter",
+    "bluesky": "personae.adapters.bluesky:BlueskyAdapter",
 }
 
 
@@ -150,7 +151,7 @@ def _import(target: str) -> type[Any]:
 
 def install_hint(kind: str) -> str:
     """The command that installs what adapter ``kind`` needs, as README writes it (from a checkout)."""
-    extra = kind if kind in ("telegram", "discord", "mastodon") else "all"
+    extra = kind if kind in ("telegram", "discord", "mastodon", "bluesky") else "all"
     return f'pip install -e ".[{extra}]"'
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -116,6 +117,7 @@ class Bot:
         self.redactor = redactor or Redactor()
         for a in self.adapters:
             self.redactor.add(*a.secrets())
+            a.on_secrets = functools.partial(self.redactor.track, a.name)  # Bluesky's session tokens
             if a.persona in personas:
                 a.locale = personas[a.persona].locale  # Mastodon tags each post with its language
         self._reload = reload

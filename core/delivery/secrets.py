@@ -97,6 +97,8 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._pieces: set[str] = set()
+        #: Secrets that change while running (session tokens), by owner: the newest replace the older.
+        self._tracked: dict[str, set[str]] = {}
         self._pattern: re.Pattern[str] | None = None
         self.add(*secrets)
 
@@ -105,9 +107,22 @@ class Redactor:
         for s in secrets:
             if s and len(s) >= MIN_SECRET:
                 self._pieces |= _pieces(s)
-        if self._pieces:
+        self._compile()
+
+    def track(self, owner: str, *secrets: str) -> None:
+        """Set ``owner``'s current short-lived secrets (a session's tokens), replacing its previous ones.
+
+        Tokens renewed every hour would otherwise pile up for as long as the bot runs;
+        an expired or revoked one is worth nothing.
+        """
+        self._tracked[owner] = set().union(*(_pieces(s) for s in secrets if s and len(s) >= MIN_SECRET))
+        self._compile()
+
+    def _compile(self) -> None:
+        pieces = self._pieces.union(*self._tracked.values())
+        if pieces:
             # A lookahead finds overlapping pieces: their union is what gets masked.
-            alternatives = "|".join(re.escape(p) for p in sorted(self._pieces))
+            alternatives = "|".join(re.escape(p) for p in sorted(pieces))
             self._pattern = re.compile(f"(?=({alternatives}))", re.IGNORECASE)
 
     def __bool__(self) -> bool:

@@ -14,6 +14,10 @@ refuse the message, and the message would be lost).
 Mastodon counts differently (``measure="mastodon"``): grapheme clusters, a
 URL counts 23 whatever its length, and a mention ``@user@domain`` counts as
 ``@user``. A URL or a mention is never cut.
+
+Bluesky (``measure="bluesky"``) counts grapheme clusters (at most 300) and
+also refuses more than 3,000 bytes of UTF-8: a piece obeys both. A link or
+a mention is never cut unless it alone is longer than the limit.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import regex
 
 from ..language.templates import Dialect
 
-#: How a platform counts length: UTF-16 code units (Telegram, Discord), or Mastodon's rule.
-Measure = Literal["utf16", "mastodon"]
+#: How a platform counts length: UTF-16 code units (Telegram, Discord), Mastodon's rule, or Bluesky's graphemes.
+Measure = Literal["utf16", "mastodon", "bluesky"]
+
+#: Bluesky's other limit on a post's text: UTF-8 bytes (a post of 300 emoji can exceed it).
+BLUESKY_MAX_BYTES = 3000
 
 #: Mastodon counts every URL as this many characters.
 MASTODON_URL_LENGTH = 23
@@ -36,6 +43,10 @@ _MASTODON_URL = r"https?://[^\s<>\"]*[^\s<>\".,;:!?)\]}'\u2019\u201d]"
 # A mention: the domain part does not count. Not after a word character or a slash (as on Mastodon).
 _MASTODON_MENTION = r"(?<![\w/@])@(?P<user>[A-Za-z0-9_]+(?:[A-Za-z0-9_.-]+[A-Za-z0-9_])?)(?:@[\w.-]+\w)?"
 _MASTODON_TOKEN = regex.compile(rf"(?P<url>{_MASTODON_URL})|(?P<mention>{_MASTODON_MENTION})|\X")
+# Bluesky: what a facet covers (a link, an @handle) is kept whole; everything else is one grapheme.
+_BLUESKY_MENTION = r"(?<![\w/@])@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+_BLUESKY_TOKEN = regex.compile(rf"(?P<whole>{_MASTODON_URL}|{_BLUESKY_MENTION})|\X")
+_GRAPHEME = regex.compile(r"\X")
 
 _HTML_TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 _TAG_NAME = re.compile(r"</?\s*([A-Za-z][\w-]*)")
@@ -49,6 +60,7 @@ class _Atom(NamedTuple):
     text: str
     units: int  # length as the platform counts it
     tag: bool
+    size: int = 0  # UTF-8 bytes, where the platform also limits those (Bluesky)
 
 
 def units(text: str) -> int:
@@ -61,24 +73,39 @@ def mastodon_length(text: str) -> int:
     return sum(a.units for a in _mastodon_atoms(text))
 
 
+def graphemes(text: str) -> int:
+    """Length in grapheme clusters (what a reader sees as one character), as Bluesky counts it."""
+    return len(_GRAPHEME.findall(text))
+
+
 def measure_length(text: str, measure: Measure = "utf16") -> int:
     """Length of plain ``text`` as the platform with ``measure`` counts it."""
-    return mastodon_length(text) if measure == "mastodon" else units(text)
+    if measure == "mastodon":
+        return mastodon_length(text)
+    if measure == "bluesky":
+        return graphemes(text)
+    return units(text)
 
 
 def split_message(text: str, limit: int, dialect: Dialect = "plain", measure: Measure = "utf16") -> list[str]:
     """``text`` in pieces of at most ``limit`` units (visible units for ``html``), counted by ``measure``."""
+    byte_limit = 1 << 62  # only Bluesky limits bytes too
     if measure == "mastodon":
         if limit < MASTODON_URL_LENGTH + 1:
             raise ValueError(f"limit must be more than {MASTODON_URL_LENGTH} (one URL counts {MASTODON_URL_LENGTH})")
         atoms = _mastodon_atoms(text)
+    elif measure == "bluesky":
+        if limit < 2:
+            raise ValueError("limit must be at least 2")
+        atoms = _bluesky_atoms(text, limit)
+        byte_limit = BLUESKY_MAX_BYTES
     else:
         if limit < 2:
             raise ValueError("limit must be at least 2 (one emoji is two units)")
         if len(text) <= limit // 2 or units(text) <= limit:
             return [text]
         atoms = _atoms(text, dialect)
-    if sum(a.units for a in atoms) <= limit:
+    if sum(a.units for a in atoms) <= limit and sum(a.size for a in atoms) <= byte_limit:
         return [text]
     pieces: list[str] = []
     stack: list[tuple[str, str]] = []  # open HTML tags: (name, the opening tag as written)
@@ -89,7 +116,7 @@ def split_message(text: str, limit: int, dialect: Dialect = "plain", measure: Me
             start += 1
         if start >= n:
             break
-        end = _cut(atoms, start, limit)
+        end = _cut(atoms, start, limit, byte_limit)
         last = end
         while last > start and atoms[last - 1].text.isspace():
             last -= 1
@@ -135,6 +162,24 @@ def _mastodon_atoms(text: str) -> list[_Atom]:
     return atoms
 
 
+def _bluesky_atoms(text: str, limit: int) -> list[_Atom]:
+    atoms: list[_Atom] = []
+    for m in _BLUESKY_TOKEN.finditer(text):
+        token = m.group()
+        if m.group("whole"):
+            clusters = _GRAPHEME.findall(token)
+            size = len(token.encode())
+            if len(clusters) <= limit and size <= BLUESKY_MAX_BYTES:
+                atoms.append(_Atom(token, len(clusters), False, size))
+            else:  # longer than a whole post: it has to be cut somewhere
+                atoms.extend(_Atom(c, 1, False, len(c.encode())) for c in clusters)
+        elif token == "\r\n":
+            atoms.extend((_Atom("\r", 0, False, 1), _Atom("\n", 1, False, 1)))
+        else:
+            atoms.append(_Atom(token, 1, False, len(token.encode())))
+    return atoms
+
+
 def _strength(atoms: list[_Atom], i: int) -> int:
     """How good a cut right after ``atoms[i]`` is (0: only if nothing else fits)."""
     c = atoms[i].text
@@ -145,13 +190,14 @@ def _strength(atoms: list[_Atom], i: int) -> int:
     return 0
 
 
-def _cut(atoms: list[_Atom], start: int, limit: int) -> int:
+def _cut(atoms: list[_Atom], start: int, limit: int, byte_limit: int) -> int:
     """Where the piece starting at ``start`` ends (exclusive)."""
-    used = 0
+    used = size = 0
     latest: dict[int, tuple[int, int]] = {}  # strength -> (cut position, units before it)
     i = start
-    while i < len(atoms) and used + atoms[i].units <= limit:
+    while i < len(atoms) and used + atoms[i].units <= limit and size + atoms[i].size <= byte_limit:
         used += atoms[i].units
+        size += atoms[i].size
         strength = _strength(atoms, i)
         if strength:
             latest[strength] = (i + 1, used)
@@ -181,4 +227,13 @@ def _track(stack: list[tuple[str, str]], tag: str) -> None:
         stack.append((name, tag))
 
 
-__all__ = ["MASTODON_URL_LENGTH", "Measure", "mastodon_length", "measure_length", "split_message", "units"]
+__all__ = [
+    "BLUESKY_MAX_BYTES",
+    "MASTODON_URL_LENGTH",
+    "Measure",
+    "graphemes",
+    "mastodon_length",
+    "measure_length",
+    "split_message",
+    "units",
+]

@@ -17,7 +17,7 @@ from pydantic import (
 
 IDENT = r"^[a-z][a-z0-9_-]*$"
 EVENT = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
-PLATFORMS = ("console", "telegram", "discord", "mastodon", "slack", "matrix", "webhook")
+PLATFORMS = ("console", "telegram", "discord", "mastodon", "bluesky", "slack", "matrix", "webhook")
 
 Ident = Annotated[str, StringConstraints(pattern=IDENT, max_length=64)]
 EventName = Annotated[str, StringConstraints(pattern=EVENT, max_length=128)]
