@@ -1,14 +1,23 @@
 """The storage contract: every concern exercised through the interface, for each backend.
 
-The tests only call what :class:`personae.storage.interface.Storage` declares, so
-another backend (PostgreSQL) joins by adding one entry to ``BACKENDS``: a factory
-that gives a fresh, unopened store on the same database each time it is called
-(the tests reopen it to check what survives a restart).
+The tests only call what :class:`personae.storage.interface.Storage` declares.
+Each backend is a factory that gives a fresh, unopened store on the same
+database each time it is called (the tests reopen it to check what survives
+a restart). SQLite runs on a temporary file; PostgreSQL on a real server the
+tests start themselves (``initdb`` and ``pg_ctl`` in a temporary folder, a
+fresh database per test), skipped only where PostgreSQL is not installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,20 +30,73 @@ from personae.storage.records import LogRow, OutboxRow
 from personae.storage.store import Store
 
 Factory = Callable[[], Storage]
+BACKENDS = ["sqlite", "postgresql"]
 
 
-def sqlite_backend(folder: Path) -> Factory:
-    path = folder / "contract.db"
-    return lambda: Store(path)
+def pg_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them out of PATH)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return versions[-1].parent if versions else None
 
 
-#: name -> (folder -> factory of unopened stores on one database)
-BACKENDS: dict[str, Callable[[Path], Factory]] = {"sqlite": sqlite_backend}
+@dataclass(frozen=True)
+class PgServer:
+    """A PostgreSQL server listening on a Unix socket in ``folder`` only."""
+
+    bin: Path
+    folder: Path
+    names: Iterator[int]
+
+    def new_database(self) -> str:
+        name = f"contract_{next(self.names)}"
+        subprocess.run([self.bin / "createdb", "-h", self.folder, "-U", "personae", name], check=True, timeout=60)
+        return f"postgresql://personae@/{name}?host={self.folder}"
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer]:
+    bindir = pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    # Not under pytest's tmp_path: its folders are private to this user, and the server
+    # may have to run as another (PostgreSQL refuses to run as root).
+    folder = Path(tempfile.mkdtemp(prefix="personae-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    try:
+        subprocess.run(
+            [*run_as, bindir / "initdb", "-D", data, "-A", "trust", "-U", "personae", "-E", "UTF8", "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        options = f"-k {folder} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+        subprocess.run(
+            [*run_as, bindir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        try:
+            yield PgServer(bindir, folder, itertools.count())
+        finally:
+            subprocess.run([*run_as, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    return BACKENDS[request.param](tmp_path)
+    if request.param == "sqlite":
+        path = tmp_path / "contract.db"
+        return lambda: Store(path)
+    server: PgServer = request.getfixturevalue("postgres_server")
+    from personae.storage.postgres import PostgresStore
+
+    url = server.new_database()
+    return lambda: PostgresStore(url)
 
 
 @pytest.fixture
@@ -332,3 +394,34 @@ async def test_runs_record_their_progress(backend: Factory):
         r2 = await storage.replay_get("r2")
     assert done is not None and (done["position"], done["status"]) == ("end", "done")
     assert r2 is not None and (r2["position"], r2["status"], r2["timeline_hash"]) == (None, "running", None)
+
+
+# -- PostgreSQL only
+
+
+async def test_postgresql_unreachable_is_one_line_without_the_password(tmp_path: Path):
+    from personae.storage.postgres import PostgresStore
+    from personae.storage.records import StoreError
+
+    url = f"postgresql://bot:s3cret@/personae?host={tmp_path}/nowhere"
+    with pytest.raises(StoreError) as caught:
+        await PostgresStore(url).open()
+    message = str(caught.value)
+    assert "\n" not in message and "s3cret" not in message and "bot:***@" in message
+
+
+async def test_postgresql_workers_starting_together_migrate_once(postgres_server: PgServer):
+    import asyncio
+
+    from personae.storage.postgres import SCHEMA_VERSION, PostgresStore
+
+    url = postgres_server.new_database()
+    stores = [PostgresStore(url) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].subscribe("tg", "c", "p")
+        assert await stores[3].subscribers("tg") == ["c"]
+        versions = await stores[1]._conn.pool.fetch("SELECT version FROM personae_schema ORDER BY version")
+        assert [v[0] for v in versions] == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))

@@ -18,7 +18,14 @@ import pytest
 #: Typed against personae.storage.interface only.
 BACKEND_NEUTRAL = ("personae.engine.engine", "personae.delivery.dispatcher", "personae.app.runtime")
 #: What a backend-neutral module may not import, directly or through another personae module.
-BACKEND = ("personae.storage.store", "personae.storage.sqlite", "sqlite3", "aiosqlite")
+BACKEND = (
+    "personae.storage.store",
+    "personae.storage.sqlite",
+    "personae.storage.postgres",
+    "sqlite3",
+    "aiosqlite",
+    "asyncpg",
+)
 
 
 @functools.cache

@@ -6,9 +6,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..batching import json_text
 from ..records import OUTBOX_FIELDS, OutboxItem, OutboxRow, utcnow
 from .connection import Connection
-from .packing import json_text, unpack
+from .packing import unpack
 
 _OUTBOX_ADD_SQL = (
     unpack("?2", OUTBOX_FIELDS) + f"INSERT OR IGNORE INTO outbox ({', '.join(OUTBOX_FIELDS)}, created)"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
 _ISO = "'%Y-%m-%dT%H:%M:%f+00:00'"
 
@@ -29,10 +27,3 @@ def unpack(param: str, fields: Sequence[str], times: Sequence[str] = ()) -> str:
         f"WITH raw(k, v) AS MATERIALIZED (SELECT key, value FROM json_each({param})),"
         f" rows AS (SELECT k, {columns} FROM raw) "
     )
-
-
-def json_text(value: Any) -> str:
-    """JSON text SQLite will accept: a lone surrogate (invalid UTF-8) becomes U+FFFD."""
-    from ...language.text import valid_unicode
-
-    return valid_unicode(json.dumps(value, ensure_ascii=False, default=str))

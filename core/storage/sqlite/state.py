@@ -6,9 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..batching import BatchWriter, json_text
 from .connection import Connection
-from .packing import json_text
-from .writer import BatchWriter
 
 
 class SqliteState:
