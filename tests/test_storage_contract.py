@@ -425,3 +425,40 @@ async def test_postgresql_workers_starting_together_migrate_once(postgres_server
         assert [v[0] for v in versions] == list(range(1, SCHEMA_VERSION + 1))
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+def test_a_postgresql_url_as_db_selects_postgresql_end_to_end(postgres_server: PgServer, persona_dir: Path):
+    # --db takes a URL as well as a file: state and log land on the server and a later process reads them.
+    import json
+    import sys
+
+    url = postgres_server.new_database()
+
+    def personae(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "personae", *args]
+        return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+
+    chat = ["chat", "lander", "--personas", str(persona_dir), "--db", url]
+    first = personae(*chat, stdin="comete\ncomete\n")
+    assert first.returncode == 0, first.stderr
+    again = personae(*chat, stdin="comete\n")  # the chat state was kept on the server
+    assert again.returncode == 0 and "Question 3." in again.stdout, again.stderr
+    r = personae("log", "--db", url, "--format", "json", "--direction", "out")
+    assert r.returncode == 0, r.stderr
+    assert [row["text"] for row in json.loads(r.stdout)] == [
+        "Comets! Question 1.",
+        "Comets! Question 2.",
+        "Comets! Question 3.",
+    ]
+    assert not Path("postgresql:").exists()  # not taken for a file name
+
+
+def test_an_unreachable_postgresql_url_is_one_line(tmp_path: Path):
+    import sys
+
+    url = f"postgresql://bot:s3cret@/personae?host={tmp_path}"
+    r = subprocess.run(
+        [sys.executable, "-m", "personae", "log", "--db", url], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: postgresql://bot:***@")
+    assert "s3cret" not in r.stderr and "Traceback" not in r.stderr
