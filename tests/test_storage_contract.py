@@ -60,6 +60,8 @@ class PgServer:
 def postgres_server() -> Iterator[PgServer]:
     bindir = pg_bin()
     if bindir is None:
+        if os.environ.get("PERSONAE_REQUIRE_POSTGRES"):  # CI: never skipped there
+            pytest.fail("PERSONAE_REQUIRE_POSTGRES is set but PostgreSQL is not installed")
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     # Not under pytest's tmp_path: its folders are private to this user, and the server
     # may have to run as another (PostgreSQL refuses to run as root).
@@ -143,7 +145,7 @@ async def test_log_rows_come_back_in_order_with_their_fields(storage: Storage):
 async def test_an_event_reaction_stores_its_data_as_json(storage: Storage):
     storage.log_reaction("event", "p", None, {"site": "Abydos", "n": 2}, None, None, "event", "touchdown", None, 0.0)
     (row,) = await storage.query_log()
-    assert row["event"] == "touchdown" and row["text"] in ('{"site": "Abydos", "n": 2}', '{"site":"Abydos","n":2}')
+    assert (row["event"], row["text"]) == ("touchdown", '{"site":"Abydos","n":2}')
 
 
 async def test_keyed_log_rows_are_written_once_even_across_flushes_and_restarts(backend: Factory):

@@ -78,6 +78,8 @@ _LOG_COLS = (
     "id", "ts", "direction", "persona", "platform", "chat", "user", "user_name", "text", "rule", "seed",
     "latency_ms", "status", "event", "run", "mission_time",
 )  # fmt: skip
+#: The outbox columns that are NOT NULL without a default.
+_REQUIRED = frozenset({"key", "persona", "adapter", "chat", "text"})
 _OUTBOX_COLS = "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts"
 
 
@@ -93,7 +95,8 @@ def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return valid_unicode(value)
     if isinstance(value, Mapping):
-        return json_text(dict(value))
+        # Compact, as SQLite's json_extract renders an object: the same text from either backend.
+        return valid_unicode(json.dumps(dict(value), ensure_ascii=False, separators=(",", ":"), default=str))
     return value
 
 
@@ -335,9 +338,6 @@ class PgOutbox:
             )
             await con.execute("DELETE FROM subscriptions WHERE adapter = $1 AND chat = $2", adapter, old)
             await con.execute("UPDATE outbox SET chat = $1 WHERE id = ANY($2::bigint[])", new, list(pending))
-
-
-_REQUIRED = frozenset({"key", "persona", "adapter", "chat", "text"})
 
 
 class PgSubscriptions:
