@@ -71,13 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--personas", action="append", metavar="PATH", help="persona files or folders (repeatable; default: personas/)"
     )
-    chat.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
+    chat.add_argument(
+        "--db", default="personae.db", metavar="FILE", help="SQLite file or postgresql:// URL (default: personae.db)"
+    )
     chat.add_argument("--no-log", action="store_true", help="do not log or persist state")
     chat.add_argument("--user", default=None, metavar="NAME", type=text, help="your display name (default: your login)")
     chat.add_argument("--seed", type=seed_arg, default=0, help="seed for random picks (default: 0)")
 
     log = sub.add_parser("log", help="read the interaction log", description="Query the SQLite interaction log.")
-    log.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
+    log.add_argument(
+        "--db", default="personae.db", metavar="FILE", help="SQLite file or postgresql:// URL (default: personae.db)"
+    )
     log.add_argument("--persona", metavar="ID", type=identifier, help="only this persona")
     log.add_argument("--direction", choices=["in", "out", "event"], help="only this direction")
     log.add_argument(
@@ -230,7 +234,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     from ..engine.messages import User
     from ..language.errors import did_you_mean
     from ..language.loader import load_personas
-    from ..storage.store import Store
+    from ..storage.select import store_for
     from .chat import ChatSession
 
     personas = load_personas(args.personas or ["personas"])
@@ -243,7 +247,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     if args.persona not in personas:
         hint = did_you_mean(args.persona, personas) or f" (known: {', '.join(sorted(personas)) or 'none'})"
         raise ConfigError(f"unknown persona '{args.persona}'{hint}")
-    store = None if args.no_log else await Store(args.db).open()
+    store = None if args.no_log else await store_for(args.db).open()
     try:
         engine = Engine(personas, store=store, seed=args.seed, platforms={"console": "plain"})
         await engine.restore()
@@ -259,7 +263,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
 
 async def cmd_log(args: argparse.Namespace) -> int:
     """``personae log``."""
-    from ..storage.store import Store
+    from ..storage.select import store_for
 
     since = None
     if args.since:
@@ -271,7 +275,7 @@ async def cmd_log(args: argparse.Namespace) -> int:
             since = parse_time(args.since, default_tz=UTC).isoformat()
         except ValueError:
             raise ConfigError(f"--since: '{args.since}' is not an ISO 8601 time (e.g. 2026-11-24T10:00)") from None
-    async with Store(args.db, readonly=True) as store:
+    async with store_for(args.db, readonly=True) as store:
         rows = await store.query_log(
             persona=args.persona, direction=args.direction, since=since, limit=args.limit or None
         )

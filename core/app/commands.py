@@ -71,7 +71,10 @@ def add_runtime_commands(sub: Any) -> None:
         help="persona files or folders (default: from bot.toml, else personas/)",
     )
     rp.add_argument(
-        "--db", default=None, metavar="FILE", help="SQLite database (default: from bot.toml, else personae.db)"
+        "--db",
+        default=None,
+        metavar="FILE",
+        help="SQLite file or postgresql:// URL (default: from bot.toml, else personae.db)",
     )
     rp.add_argument("--no-schedules", action="store_true", help="do not run the personas' cron schedules")
     rp.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
@@ -132,7 +135,7 @@ class Setup:
 
     personas: dict[str, Any]
     adapters: list[Any]
-    database: Path
+    database: Path | str  # a SQLite file, or a postgresql:// URL
     seed: int
     config: Any
     persona_paths: list[str]
@@ -248,10 +251,21 @@ def _load_setup(
             raise ConfigError("--adapter needs a bot.toml with [[adapters]]")
         adapters = _default_console(personas)
     database = (
-        Path(db_arg) if db_arg else (config.resolve(config.model.bot.database) if config else Path("personae.db"))
+        _database(db_arg)
+        if db_arg
+        else (_database(config.model.bot.database, config) if config else Path("personae.db"))
     )
     seed = seed_arg if seed_arg is not None else (config.model.bot.seed if config else 0)
     return Setup(personas, adapters, database, seed, config, persona_paths)
+
+
+def _database(setting: str, config: Any = None) -> Path | str:
+    """The ``--db`` or ``bot.toml`` database: a URL as it is, a file relative to bot.toml's folder."""
+    from ..storage.select import is_url
+
+    if is_url(setting):
+        return setting
+    return config.resolve(setting) if config is not None else Path(setting)
 
 
 def _stamp_printer(personas: Mapping[str, Any]) -> Any:
@@ -297,7 +311,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def cmd_replay(args: argparse.Namespace) -> int:
     """``personae replay``."""
     from ..delivery.secrets import Redactor, install_log_redaction
-    from ..storage.store import Store
+    from ..storage.select import shown, store_for
     from ..timing.clock import VirtualClock
     from ..timing.timeline import load_timeline
     from .replay import content_hash, new_run_id, nothing_to_play, replay
@@ -340,12 +354,12 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         "seed": setup.seed,
     }
     if not args.dry_run:
-        store = await Store(setup.database).open()
+        store = await store_for(setup.database).open()
         try:
             if args.resume:
                 record = await store.replay_get(run)
                 if record is None:
-                    raise ConfigError(f"--resume: no replay run '{run}' in {setup.database}")
+                    raise ConfigError(f"--resume: no replay run '{run}' in {shown(setup.database)}")
                 saved = record["options"]
                 if record["timeline_hash"] not in (None, digest):
                     raise ConfigError(
@@ -474,7 +488,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     """``personae run``."""
     from ..delivery.secrets import Redactor, install_log_redaction
     from ..language.loader import load_personas
-    from ..storage.store import Store
+    from ..storage.select import store_for
     from ..timing.clock import Clock, SystemClock, VirtualClock
     from ..timing.timeline import load_timeline
     from .config import load_config
@@ -529,7 +543,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     redactor = Redactor()
     install_log_redaction(redactor)
     _redact_stderr(redactor)
-    store = await Store(config.resolve(bot_cfg.database)).open()
+    store = await store_for(_database(bot_cfg.database, config)).open()
     commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
 
     def reload() -> Mapping[str, Any]:
@@ -666,7 +680,7 @@ async def cmd_emit(args: argparse.Namespace) -> int:
     """``personae emit``."""
     from ..delivery.secrets import Redactor, install_log_redaction
     from ..engine.messages import Event
-    from ..storage.store import Store
+    from ..storage.select import store_for
     from .runtime import Bot, BotOptions
 
     setup = _load_setup(args.config, personas_arg=None, db_arg=None, seed_arg=None, only=None)
@@ -688,7 +702,7 @@ async def cmd_emit(args: argparse.Namespace) -> int:
     redactor = Redactor()
     install_log_redaction(redactor)
     _redact_stderr(redactor)
-    store = None if args.dry_run else await Store(setup.database).open()
+    store = None if args.dry_run else await store_for(setup.database).open()
     bot = Bot(
         setup.personas,
         setup.adapters,

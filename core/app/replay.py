@@ -187,7 +187,7 @@ async def live(bot: Bot, timeline: Timeline, *, missed: str = "skip") -> None:
             else:
                 log.warning("timeline %s: event '%s' due %s was missed while down; skipped", timeline.id, e.name, when)
                 if store is not None:
-                    from ..storage.store import LogRow
+                    from ..storage.records import LogRow
 
                     store.log(
                         LogRow(

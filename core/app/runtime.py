@@ -29,7 +29,8 @@ from ..engine.messages import Event, Incoming, Outgoing
 from ..engine.persona import Persona
 from ..language.errors import ConfigError, PersonaeError
 from ..language.templates import TemplateRenderError
-from ..storage.store import LogRow, OutboxItem, OutboxRow, Store
+from ..storage.interface import Storage
+from ..storage.records import LogRow, OutboxItem, OutboxRow
 from ..timing.clock import Clock, SystemClock
 from ..timing.cron import fire_times
 from ..timing.scheduler import Handle, Scheduler
@@ -102,7 +103,7 @@ class Bot:
         personas: Mapping[str, Persona],
         adapters: Sequence[Adapter],
         *,
-        store: Store | None,
+        store: Storage | None,
         clock: Clock | None = None,
         options: BotOptions | None = None,
         transcript: Transcript | None = None,

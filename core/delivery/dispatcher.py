@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 
 from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
 
-from ..storage.store import OutboxItem, Store
+from ..storage.interface import Outbox
+from ..storage.records import OutboxItem
 
 log = logging.getLogger("personae.delivery.dispatcher")
 
@@ -72,7 +73,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         adapters: Adapter | Sequence[Adapter],
         *,
         redact: Redact = lambda s: s,

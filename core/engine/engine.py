@@ -1,7 +1,7 @@
 """The engine: hosts personas, answers messages, reacts to events, keeps state.
 
 It does no I/O of its own besides queueing log rows and state changes in the
-:class:`~personae.storage.store.Store`; delivering what it returns is the runtime's job.
+:class:`~personae.storage.interface.Journal`; delivering what it returns is the runtime's job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from ..language.templates import Dialect, TemplateRenderError, Text, days_since
-from ..storage.store import LogRow, Store
+from ..storage.interface import Journal
+from ..storage.records import LogRow
 from ..timing.clock import Clock, SystemClock
 from ..timing.scheduler import Scheduler
 from .messages import Event, Incoming, Outgoing
@@ -69,7 +70,7 @@ class Engine:
         self,
         personas: Mapping[str, Persona],
         *,
-        store: Store | None = None,
+        store: Journal | None = None,
         clock: Clock | None = None,
         scheduler: Scheduler | None = None,
         sink: Sink | None = None,

@@ -1,0 +1,69 @@
+"""What goes in and out of storage, whatever the backend: log rows, outbox items, errors.
+
+These are plain values with no tie to a database, so the engine, the
+dispatcher and the runtime can build and read them without importing a
+backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+class StoreError(Exception):
+    """The database cannot be used (not SQLite, read-only, unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One row of the interaction log."""
+
+    direction: str
+    persona: str | None = None
+    platform: str | None = None
+    chat: str | None = None
+    user: str | None = None
+    user_name: str | None = None
+    text: str | None = None
+    rule: str | None = None
+    seed: int | None = None
+    latency_ms: float | None = None
+    status: str | None = None
+    event: str | None = None
+    run: str | None = None
+    mission_time: datetime | None = None
+    ts: datetime | None = None
+    #: Identity of a row that may be logged again (a resumed replay): written once, later copies ignored.
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message waiting in (or delivered from) the outbox."""
+
+    id: int
+    key: str
+    run: str | None
+    persona: str
+    adapter: str
+    chat: str
+    text: str
+    reply_to: str | None
+    event: str | None
+    rule: str | None
+    mission_time: str | None
+    status: str
+    attempts: int
+
+
+#: The fields of an outbox message, in :data:`OutboxRow` order.
+OUTBOX_FIELDS = ("key", "run", "persona", "adapter", "chat", "text", "reply_to", "event", "rule", "mission_time")
+#: A message for :meth:`~personae.storage.interface.Outbox.outbox_add`, in ``OUTBOX_FIELDS`` order:
+#: ``(key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time)``.
+OutboxRow = tuple[str, str | None, str, str, str, str, str | None, str | None, str | None, str | None]
+
+
+def utcnow() -> str:
+    """Current UTC time as ISO 8601 text."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
