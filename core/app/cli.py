@@ -26,6 +26,8 @@ examples:
   personae lint personas/               check persona scripts and timelines
   personae replay personas/timelines/rosetta.yaml --speed max --dry-run
   personae log --persona philae --limit 20
+  personae test                         run the conversation tests in personas/tests/
+  personae init mybot --name ada        scaffold a persona, a timeline, a test and bot.toml
 """
 
 
@@ -56,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         help="print the JSON Schema of persona files",
         description="Print the JSON Schema of persona files (or timelines), for editors.",
     )
-    schema.add_argument("--timeline", action="store_true", help="the schema of timeline files instead")
+    which = schema.add_mutually_exclusive_group()
+    which.add_argument("--timeline", action="store_true", help="the schema of timeline files instead")
+    which.add_argument("--test", action="store_true", help="the schema of persona test files instead")
 
     chat = sub.add_parser(
         "chat",
@@ -86,8 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
     from .commands import add_runtime_commands
+    from .scaffold import add_init_command
+    from .test_command import add_test_command
 
     add_runtime_commands(sub)
+    add_test_command(sub)
+    add_init_command(sub)
     return p
 
 
@@ -155,6 +163,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await cmd_chat(args)
         if args.command == "log":
             return await cmd_log(args)
+        if args.command == "test":
+            from .test_command import cmd_test
+
+            return await cmd_test(args)
+        if args.command == "init":
+            from .scaffold import cmd_init
+
+            return cmd_init(args)
         from .commands import run_command
 
         return await run_command(args)
@@ -197,7 +213,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """``personae schema``."""
-    if args.timeline:
+    if args.test:
+        from ..language.test_schema import json_schema as test_schema
+
+        schema = test_schema()
+    elif args.timeline:
         from ..timing.timeline import TimelineFile
 
         schema = TimelineFile.model_json_schema(by_alias=True)
