@@ -171,10 +171,19 @@ def resolve_rule(ref: str | int, candidates: Sequence[Persona]) -> tuple[Persona
         for a in actions_of(p):
             if _line_of(a.where) <= line:
                 chosen = a
-        if chosen is not None:
+        if chosen is not None and line <= _last_line(p.file):
             return p, chosen
     where = f" in {file_part}" if file_part else ""
     return f"no rule{where} at line {line} of {', '.join(p.id for p in candidates)}"
+
+
+def _last_line(file: str) -> int:
+    """How many lines ``file`` has (a line past its end is inside no rule)."""
+    try:
+        with open(file, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
 
 
 def _same_file(ref: str, file: str) -> bool:
@@ -519,16 +528,17 @@ def _compare(
         epath = (*path, "expect", n) if step.expect is not None else path
         problems: list[str] = []
         if e.from_ is not None and e.from_ != s.persona:
-            problems.append(f"from {s.persona}, expected from {e.from_}")
+            problems.append(f"from: expected {e.from_}, said by {s.persona}")
         text_problem = _text_problem(e, s.text)
         if text_problem:
             problems.append(text_problem)
         if e.rule is not None and not rule_matches(e.rule, s, members):
-            problems.append(f"answered by {_rule_label(s, members)}, expected {e.rule}")
+            problems.append(f"rule: expected {e.rule}, answered by {_rule_label(s, members)}")
         if e.pieces is not None and e.pieces != s.pieces:
-            problems.append(f"{s.pieces} piece(s) on {case.platform}, expected {e.pieces}")
+            problems.append(f"pieces: expected {e.pieces}, {s.pieces} on {case.platform}")
         if problems:
-            message = f"{label}: " + "; ".join(problems) + f"\n    actual:   {_said_line(s, members)}"
+            details = "".join(f"\n    {p}" for p in problems)
+            message = f"{label}:{details}\n    actual:   {_said_line(s, members)}"
             why = _why(step, e, [s], verdicts, members, case)
             out.append(Failure(k, epath, message + (f"\n  why: {why}" if why else "")))
     return out
@@ -538,12 +548,12 @@ def _text_problem(e: Expectation, text: str) -> str | None:
     import re
 
     if e.reply is not None and text != e.reply:
-        return f"text differs\n    expected: {_show(e.reply)}"
+        return f"expected: {_show(e.reply)}"
     if e.match is not None and re.search(e.match, text) is None:
-        return f"text does not match /{e.match}/"
+        return f"expected a match of /{e.match}/"
     if e.one_of is not None and text not in e.one_of:
-        options = "\n".join(f"      {_show(o)}" for o in e.one_of)
-        return f"text is none of:\n{options}"
+        options = "".join(f"\n      {_show(o)}" for o in e.one_of)
+        return f"expected one of:{options}"
     return None
 
 
@@ -585,10 +595,12 @@ def _why(
         if step.say is not None:
             for v in verdicts:
                 if v.where == action.where:
-                    return _verdict_text(v, verdicts, action)
+                    return _verdict_text(v, verdicts, persona)
             if action is persona.fallback:
                 return "the fallback answers only when no rule does"
             return f"{action.name} is not a reply rule: a message never fires it"
+        if not action.name.startswith(("events.", "schedule[")):
+            return f"{action.name} answers messages; an event or the clock never fires it"
         if action.delay:
             return f"{action.name} has a delay of {action.delay}: add an 'advance' step"
         if action.condition is not None:
@@ -606,7 +618,7 @@ def _why(
     return "; ".join(lines)
 
 
-def _verdict_text(v: Verdict, verdicts: Sequence[Verdict], action: Action) -> str:
+def _verdict_text(v: Verdict, verdicts: Sequence[Verdict], persona: Persona) -> str:
     if v.outcome == "shadowed":
         first = next((w for w in verdicts if w.outcome == "answers"), None)
         return f"{v.rule} ({v.where}) is shadowed by an earlier rule" + (
@@ -614,7 +626,7 @@ def _verdict_text(v: Verdict, verdicts: Sequence[Verdict], action: Action) -> st
         )
     if v.outcome == "answers":
         return f"{v.rule} ({v.where}) answers (the text or count differs)"
-    return f"{v.rule} ({v.where}): {v.outcome}"
+    return f"{v.rule} ({v.where}): {v.outcome}{_condition_of(persona, v)}"
 
 
 def _condition_of(persona: Persona, v: Verdict) -> str:
@@ -659,13 +671,12 @@ def coverage(personas: Mapping[str, Persona], results: Iterable[CaseResult]) -> 
 
 
 def _phrase_said(source: str, texts: Sequence[str]) -> bool:
-    """Whether some text contains every literal part of phrase ``source`` (its templates vary)."""
+    """Whether some text says phrase ``source``: its literal parts in order, anything where its templates are."""
     import re
 
-    parts = [p.strip() for p in re.split(r"\{\{.*?\}\}|\{%.*?%\}", source) if len(p.strip()) >= 3]
-    if not parts:
-        return bool(texts)
-    return any(all(part in t for part in parts) for t in texts)
+    parts = re.split(r"\{\{.*?\}\}|\{%.*?%\}", source, flags=re.S)
+    pattern = re.compile(".*?".join(re.escape(p) for p in parts), re.S)
+    return any(pattern.search(t) for t in texts)
 
 
 __all__ = [

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from .errors import did_you_mean
 from .schema import Duration, EventName, Ident, Scalar
 
 #: Platforms a test can run as: each renders in its adapter's dialect and splits at its adapter's limit.
 TEST_PLATFORMS = ("console", "telegram", "discord", "mastodon")
-Platform = Literal["console", "telegram", "discord", "mastodon"]
 
 #: The keys of a step that say what must follow it (the rest say what happens).
 EXPECTATION_KEYS = ("reply", "match", "one_of", "nothing", "rule", "pieces", "from", "expect", "state")
@@ -140,7 +140,11 @@ class _Settings(_Strict):
     personas: list[Ident] | None = Field(
         default=None, min_length=1, description="the personas that take part (ids); the first is written to"
     )
-    platform: Platform | None = Field(default=None, description="the platform the test runs as (default: console)")
+    platform: str | None = Field(
+        default=None,
+        description="the platform the test runs as (default: console)",
+        json_schema_extra={"enum": [*TEST_PLATFORMS]},
+    )
     adapter: dict[str, Scalar] = Field(
         default_factory=dict, description="adapter options, as in bot.toml (e.g. parse_mode: html for telegram)"
     )
@@ -149,6 +153,14 @@ class _Settings(_Strict):
         default=None, description="the mission time the test starts at (ISO 8601; default 2000-01-01T00:00Z)"
     )
     seed: int | None = Field(default=None, description="seed of random picks (default 0)")
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value: str | None) -> str | None:
+        if value is not None and value not in TEST_PLATFORMS:
+            hint = did_you_mean(value, TEST_PLATFORMS) or f" (known: {', '.join(TEST_PLATFORMS)})"
+            raise ValueError(f"unknown platform '{value}'{hint}")
+        return value
 
     @field_validator("start")
     @classmethod
