@@ -182,6 +182,11 @@ def test_pieces_follow_the_platform_limit(project: Path, capsys: pytest.CaptureF
             steps:
               - say: /echo {long}
                 pieces: 2
+          - name: mastodon threads it in 500-character posts
+            platform: mastodon
+            steps:
+              - say: /echo {long}
+                pieces: 11
           - name: the console does not
             steps:
               - say: /echo {long}
@@ -190,7 +195,7 @@ def test_pieces_follow_the_platform_limit(project: Path, capsys: pytest.CaptureF
     )
     code, out, _ = _run(capsys)
     assert code == 1
-    assert "1 passed, 1 failed" in out
+    assert "2 passed, 1 failed" in out
     assert "pieces: expected 2, 1 on console" in out
 
 
