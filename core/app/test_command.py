@@ -140,7 +140,8 @@ def junit(results: Sequence[CaseResult]) -> str:
         if r.failures:
             suite.set("failures", str(int(suite.get("failures", "0")) + 1))
             first = r.failures[0]
-            failure = ET.SubElement(case, "failure", message=first.message.splitlines()[0], type="AssertionError")
+            head = " ".join(line.strip() for line in first.message.splitlines()[:2])
+            failure = ET.SubElement(case, "failure", message=f"{_where(r, first.path)}: {head}", type="AssertionError")
             failure.text = "\n".join(f"{_where(r, f.path)}: {f.message}" for f in r.failures)
     root.set("failures", str(sum(not r.passed for r in results)))
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
