@@ -27,6 +27,8 @@ examples:
   personae replay personas/timelines/rosetta.yaml --speed max --dry-run
   personae log --persona philae --limit 20
   personae report --html report.html    what people asked, what went unanswered
+  personae test                         run the conversation tests in personas/tests/
+  personae init mybot --name ada        scaffold a persona, a timeline, a test and bot.toml
 """
 
 
@@ -57,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         help="print the JSON Schema of persona files",
         description="Print the JSON Schema of persona files (or timelines), for editors.",
     )
-    schema.add_argument("--timeline", action="store_true", help="the schema of timeline files instead")
+    which = schema.add_mutually_exclusive_group()
+    which.add_argument("--timeline", action="store_true", help="the schema of timeline files instead")
+    which.add_argument("--test", action="store_true", help="the schema of persona test files instead")
 
     chat = sub.add_parser(
         "chat",
@@ -92,9 +96,13 @@ def _parser() -> argparse.ArgumentParser:
 
     from .commands import add_runtime_commands
     from .report import add_report_command
+    from .scaffold import add_init_command
+    from .test_command import add_test_command
 
     add_runtime_commands(sub)
     add_report_command(sub)
+    add_test_command(sub)
+    add_init_command(sub)
     return p
 
 
@@ -166,6 +174,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from .report import cmd_report
 
             return cmd_report(args)
+        if args.command == "test":
+            from .test_command import cmd_test
+
+            return await cmd_test(args)
+        if args.command == "init":
+            from .scaffold import cmd_init
+
+            return cmd_init(args)
         from .commands import run_command
 
         return await run_command(args)
@@ -208,7 +224,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """``personae schema``."""
-    if args.timeline:
+    if args.test:
+        from ..language.test_schema import json_schema as test_schema
+
+        schema = test_schema()
+    elif args.timeline:
         from ..timing.timeline import TimelineFile
 
         schema = TimelineFile.model_json_schema(by_alias=True)

@@ -42,6 +42,19 @@ class Problem:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one reply rule does with a message (see :meth:`Engine.explain`).
+
+    ``outcome`` is ``answers``, ``shadowed`` (it would, but an earlier rule answers),
+    ``no trigger match``, ``condition false`` or ``condition failed: …``.
+    """
+
+    rule: str
+    where: str
+    outcome: str
+
+
 #: Where :meth:`Engine.problems_of` collects, in the current task's context.
 _COLLECTING: ContextVar[list[Problem] | None] = ContextVar("personae_problems", default=None)
 
@@ -284,6 +297,45 @@ class Engine:
             assert ctx is not None
             out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}", None))
         return out
+
+    def explain(self, incoming: Incoming) -> list[Verdict]:
+        """Why each reply rule of the persona would answer ``incoming`` now or not, in file order.
+
+        Nothing changes: no state is set, nothing is logged. ``personae test`` shows
+        these when the expected rule did not answer.
+        """
+        incoming = incoming.cleaned()
+        persona = self.personas[incoming.persona]
+        router = persona.router
+        command = parse_command(incoming.text, router.prefixes)
+        candidates = set(router.candidates(incoming.text, command))
+        chat_key = f"{incoming.platform}:{incoming.chat.id}"
+        now = self.clock.now()
+        budget = Budget.start()
+        verdicts: list[Verdict] = []
+        answered = False
+        for index, action in enumerate(persona.replies):
+            hit = None
+            if index in candidates:
+                with contextlib.suppress(RegexTimeout):
+                    hit = router.hit(index, incoming.text, command, budget)
+            if hit is None:
+                verdicts.append(Verdict(action.name, action.where, "no trigger match"))
+                continue
+            if action.condition is not None:
+                ctx = self._reply_context(persona, incoming, now, chat_key, hit.args)
+                ctx["match"] = hit.groups
+                try:
+                    holds = bool(action.condition(**ctx))
+                except Exception as exc:  # author code: a failing condition counts as false
+                    verdicts.append(Verdict(action.name, action.where, f"condition failed: {exc}"))
+                    continue
+                if not holds:
+                    verdicts.append(Verdict(action.name, action.where, "condition false"))
+                    continue
+            verdicts.append(Verdict(action.name, action.where, "shadowed" if answered else "answers"))
+            answered = True
+        return verdicts
 
     def _reply_context(
         self, persona: Persona, incoming: Incoming, now: datetime, chat_key: str, args: str

@@ -23,6 +23,7 @@ from .errors import Diagnostic, PersonaeError, did_you_mean
 from .loader import check_source, persona_files
 from .source import Source, load_yaml
 from .templates import Templates
+from .test_schema import is_test_file
 
 TIMELINE_SUFFIXES = (".csv", ".ics", ".ical")
 #: A ``bot.toml`` is linted when named (folders are not searched for it: pyproject.toml is TOML too).
@@ -69,6 +70,7 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
     first_file: dict[str, str] = {}
     # Personas with errors still have edges in the emit graph; they are not "loaded".
     checked: list[Persona] = []
+    tests: list[Source] = []
     for path in expand(paths):
         result.files += 1
         try:
@@ -81,6 +83,10 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
             source = load_yaml(path)
             if is_timeline(source.data):
                 result.timelines.append(timeline_from_source(source))
+                continue
+            if is_test_file(source.data):
+                # Conversation tests (personae test) live next to the personas: checked once all are loaded.
+                tests.append(source)
                 continue
             persona, diags = check_source(source, templates=templates)
         except PersonaeError as exc:
@@ -111,7 +117,25 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
         result.diagnostics.extend(scope_clashes(checked, result.timelines))
     if checked:
         result.diagnostics.extend(emit_targets(checked))
+    for source in tests:
+        result.diagnostics.extend(test_file_problems(source, result.personas))
     return result
+
+
+def test_file_problems(source: Source, personas: Mapping[str, Persona]) -> list[Diagnostic]:
+    """The problems of a test file: its schema, and (when personas were loaded) the names it uses."""
+    from ..app.persona_tests import TestSource, check  # the test runner is the app layer's
+    from .loader import validate
+    from .test_schema import TestFile
+
+    try:
+        model = validate(source, TestFile)
+    except PersonaeError as exc:
+        return list(exc.diagnostics)
+    if not personas:
+        return []
+    assert isinstance(model, TestFile)
+    return check(TestSource(source, model), personas)[1]
 
 
 def _warnings(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
