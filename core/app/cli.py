@@ -95,9 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
     from .commands import add_runtime_commands
-    from .report import add_report_command
-    from .scaffold import add_init_command
-    from .test_command import add_test_command
+    from .parsers import add_init_command, add_report_command, add_test_command
 
     add_runtime_commands(sub)
     add_report_command(sub)

@@ -373,33 +373,6 @@ def _subscribers(con: sqlite3.Connection, filters: Filters) -> list[dict[str, An
     return out
 
 
-def add_report_command(sub: Any) -> None:
-    """Add ``personae report`` to the command line's subparsers."""
-    from .arguments import identifier, text
-
-    rep = sub.add_parser(
-        "report",
-        help="what happened, from the SQLite log",
-        description=(
-            "Summarise the interaction log (read-only): messages per day and platform, event posts on the mission "
-            "timeline, replies by rule (and rules that never fired), the fallback rate and the unanswered questions "
-            "grouped by similarity, latency, delivery failures and 429s, subscribers over time."
-        ),
-    )
-    rep.add_argument("--db", default="personae.db", metavar="FILE", help="SQLite log (default: personae.db)")
-    rep.add_argument(
-        "--personas", action="append", metavar="PATH", help="persona files or folders (repeatable; default: personas/)"
-    )
-    rep.add_argument("--persona", metavar="ID", type=identifier, help="only this persona")
-    rep.add_argument("--run", metavar="ID", type=text, help="only this run")
-    rep.add_argument("--since", metavar="ISO", type=text, help="rows logged at or after this UTC time")
-    rep.add_argument(
-        "--until", metavar="ISO", type=text, help="rows logged before this UTC time (a date: its whole day)"
-    )
-    rep.add_argument("--format", choices=["text", "json"], default="text", help="terminal output (default: text)")
-    rep.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with charts")
-
-
 def cmd_report(args: Any) -> int:
     """``personae report``."""
     import json

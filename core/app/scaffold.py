@@ -12,26 +12,8 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..language.errors import ConfigError
-from .arguments import text
-
-DEFAULT_NAME = "Probe"
-
-
-def add_init_command(sub: Any) -> None:
-    """Register ``personae init``."""
-    p = sub.add_parser(
-        "init",
-        help="scaffold a persona, a timeline, a test file and bot.toml",
-        description=(
-            "Create a new project in DIR (default: the current folder): one persona, a small timeline with its "
-            "cast, a test file covering the persona, and a bot.toml. Never overwrites a file."
-        ),
-    )
-    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where to create it (default: .)")
-    p.add_argument("--name", default=DEFAULT_NAME, type=text, help=f"the persona's name (default: {DEFAULT_NAME})")
 
 
 @dataclass(frozen=True)

@@ -7,35 +7,15 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 from xml.etree import ElementTree as ET
 
 from ..engine.persona import Persona
 from ..language.errors import ConfigError, Diagnostic, PersonaeError
+from .parsers import DEFAULT_TESTS
 from .persona_tests import Case, CaseResult, Coverage, TestSource, check, coverage, load_test_file, run_case, test_files
 
 #: Where ``personae test`` looks when given no path.
-DEFAULT_TESTS = "personas/tests"
-
-
-def add_test_command(sub: Any) -> None:
-    """Register ``personae test``."""
-    t = sub.add_parser(
-        "test",
-        help="run conversation tests for personas",
-        description=(
-            "Run conversation tests (YAML files, personas/tests/ by default) offline: a virtual clock, "
-            "no network, no database. Exit status 0 when every test passes, 1 otherwise."
-        ),
-    )
-    t.add_argument("paths", nargs="*", metavar="PATH", help=f"test files or folders (default: {DEFAULT_TESTS}/)")
-    t.add_argument(
-        "--personas", action="append", metavar="PATH", help="persona files or folders (repeatable; default: personas/)"
-    )
-    t.add_argument("--format", choices=["text", "junit"], default="text", help="text, or JUnit XML on stdout for CI")
-    t.add_argument("--update", action="store_true", help="rewrite failing expectations from what the personas say")
-    t.add_argument("--coverage", action="store_true", help="list the rules, events and phrases no test exercised")
-    t.add_argument("-k", dest="select", metavar="TEXT", help="only tests whose name contains TEXT")
 
 
 async def cmd_test(args: argparse.Namespace) -> int:
