@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+from test_replay_exact import cast, personae, timeline
 from test_safe_regex import hostile_persona, message
 
+from personae.app.config import TimelineEntry
+from personae.app.replay import parse_end
+from personae.app.replay_control import parse_request
 from personae.engine.engine import Engine
 from personae.engine.safe_regex import Budget, RegexTimeout, compile_regex
 from personae.language.lint import lint
 from personae.language.loader import parse_persona
+from personae.timing.timeline import parse_time
+
+__all__ = ["cast"]  # a fixture of test_replay_exact
 
 # RE2 accepts these, and stays linear in the text, but its cost per character grows with the
 # unrolled repetition: four of the first spent ~3 s on one 4,000-character message.
@@ -43,3 +52,29 @@ def test_lint_says_a_large_counted_repetition_needs_the_fallback(tmp_path):
     (tmp_path / "h.yaml").write_text(hostile_persona(r"(?:.{20}){40}q"))
     got = [str(d) for d in lint([tmp_path]).diagnostics]
     assert any("regex needs the fallback engine (counted repetitions unrolling to 800 positions" in s for s in got), got
+
+
+# --------------------------------------------------------------------------- --to a date, in every ISO 8601 spelling
+
+
+@pytest.mark.parametrize("day", ["2014-11-13", "20141113", "2014-W46-4", " 2014-11-13 "])
+def test_to_a_date_in_any_iso_spelling_is_its_whole_day(day):
+    last = datetime(2014, 11, 13, 23, 59, 59, 999999, tzinfo=UTC)
+    assert parse_end(day) == last
+    assert parse_time(day) == datetime(2014, 11, 13, tzinfo=UTC)
+    assert parse_request(f"to={day.strip()}").end == last
+    assert TimelineEntry.model_validate({"file": "t.yaml", "to": day}).to == last
+
+
+def test_to_a_time_is_that_instant():
+    assert parse_end("2014-11-13T06:00Z") == datetime(2014, 11, 13, 6, tzinfo=UTC)
+    assert parse_end("20141113T0600Z") == datetime(2014, 11, 13, 6, tzinfo=UTC)
+
+
+def test_replay_to_a_basic_format_date_plays_that_day(cast, tmp_path):
+    tl = timeline(tmp_path / "t.yaml", 6, step=timedelta(hours=10))  # the 12th 00:00 to the 14th 02:00
+    r = personae(
+        "replay", str(tl), "--personas", str(cast), "--speed", "max", "--dry-run", "--to", "20141113", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted({line[:16] for line in r.stdout.splitlines()})[-2:] == ["2014-11-13 06:00", "2014-11-13 16:00"]
