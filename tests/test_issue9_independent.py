@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tomllib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,3 +82,46 @@ def test_replay_to_a_basic_format_date_plays_that_day(cast, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert sorted({line[:16] for line in r.stdout.splitlines()})[-2:] == ["2014-11-13 06:00", "2014-11-13 16:00"]
+
+
+# --------------------------------------------------------------------------- adapter numbers in bot.toml
+
+
+WRONG_NUMBERS = [
+    ('per_chat_rate = "1/s"', "per_chat_rate must be a number above 0, not '1/s'"),
+    ("per_chat_rate = nan", "per_chat_rate must be a number above 0, not nan"),
+    ("group_per_minute = -1", "group_per_minute must be a number above 0, not -1"),
+    ('concurrency = "many"', "concurrency must be a whole number above 0, not 'many'"),
+    ("concurrency = 0", "concurrency must be a whole number above 0, not 0"),
+    ("concurrency = 1.5", "concurrency must be a whole number above 0, not 1.5"),
+    ("global_rate = true", "global_rate must be a number above 0, not True"),
+]
+
+
+@pytest.mark.parametrize(("option", "says"), WRONG_NUMBERS)
+def test_adapters_refuse_a_wrong_number_naming_the_option(option, says):
+    pytest.importorskip("telegram")
+    from personae.adapters.base import AdapterConfig, OptionError
+    from personae.adapters.telegram import TelegramAdapter
+
+    key, value = option.split(" = ")
+    options = tomllib.loads(f"x = {value}")
+    with pytest.raises(OptionError) as caught:
+        TelegramAdapter(AdapterConfig("tg", "h", options={key: options["x"]}), "123456:token")
+    assert (caught.value.key, str(caught.value)) == (key, says)
+
+
+@pytest.mark.parametrize(("option", "says"), [WRONG_NUMBERS[0], WRONG_NUMBERS[4]])
+def test_a_wrong_adapter_number_is_one_line_at_its_position(tmp_path, option, says):
+    pytest.importorskip("telegram")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "h.yaml").write_text(hostile_persona("x+y"))
+    (tmp_path / "bot.toml").write_text(
+        '[bot]\npersonas = ["p/*.yaml"]\ndatabase = "bot.db"\n\n[[adapters]]\ntype = "telegram"\npersona = "h"\n'
+        f'token_env = "H_TOKEN"\nbase_url = "http://127.0.0.1:9/bot"\n{option}\n'
+    )
+    env = {**os.environ, "H_TOKEN": "123456:not-a-real-token"}
+    r = subprocess.run(
+        [sys.executable, "-m", "personae", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (r.returncode, r.stderr) == (1, f"error: bot.toml:10: adapters[0].{option.split()[0]}: {says}\n")
