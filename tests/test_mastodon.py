@@ -83,7 +83,9 @@ async def personae_run(
     )
     if timeline:
         lines = [f'  - {{at: "2014-11-12T15:{i:02d}:00Z", {e}}}' for i, e in enumerate(timeline)]
-        (tmp_path / "t.yaml").write_text("timeline: t\ncast: [philae]\nevents:\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        (tmp_path / "t.yaml").write_text(
+            "timeline: t\ncast: [philae]\nevents:\n" + "\n".join(lines) + "\n", encoding="utf-8"
+        )
         toml += '\n[[timelines]]\nfile = "t.yaml"\nspeed = "max"\n'
     (tmp_path / "bot.toml").write_text(toml, encoding="utf-8")
     env = {**os.environ, "PHILAE_MASTODON_TOKEN": TOKEN}
