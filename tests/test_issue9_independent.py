@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,19 @@ def test_a_wrong_adapter_number_is_one_line_at_its_position(tmp_path, option, sa
         [sys.executable, "-m", "personae", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert (r.returncode, r.stderr) == (1, f"error: bot.toml:10: adapters[0].{option.split()[0]}: {says}\n")
+
+
+# --------------------------------------------------------------------------- `personae log` reads what `run` wrote
+
+
+def test_log_reads_the_database_bot_toml_names(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "h.yaml").write_text(hostile_persona("x+y"))
+    (tmp_path / "bot.toml").write_text(
+        '[bot]\npersonas = ["p/*.yaml"]\ndatabase = "data/bot.db"\n\n[[adapters]]\ntype = "console"\npersona = "h"\n'
+    )
+    (tmp_path / "data").mkdir()
+    assert personae("emit", "tick", cwd=tmp_path).returncode == 0
+    r = personae("log", "--format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [row["text"] for row in json.loads(r.stdout) if row["direction"] == "out"] == ["tick"]
