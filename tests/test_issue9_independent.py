@@ -142,3 +142,17 @@ def test_log_reads_the_database_bot_toml_names(tmp_path):
     r = personae("log", "--format", "json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [row["text"] for row in json.loads(r.stdout) if row["direction"] == "out"] == ["tick"]
+
+
+# --------------------------------------------------------------------------- lint: every problem in one run
+
+
+def test_a_file_with_an_error_still_gets_its_regex_warnings(tmp_path):
+    typo = "  - when: {exact: hi}\n    say: '{{ user.nmae }}'\nfallback:"
+    text = hostile_persona(r"(a+)+$", r"(?<=a)b").replace("fallback:", typo)
+    (tmp_path / "h.yaml").write_text(text)
+    got = [str(d) for d in lint([tmp_path]).diagnostics]
+    at = tmp_path / "h.yaml"
+    assert any(s.startswith(f"{at}:7:19: warning: replies[0].when.regex: regex has a quantifier") for s in got), got
+    assert any(s.startswith(f"{at}:9:19: warning: replies[1].when.regex: regex needs the fallback") for s in got), got
+    assert any("'user' has no attribute 'nmae'" in s for s in got), got
