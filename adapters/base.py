@@ -9,6 +9,7 @@ or give up. Flow control and retries live in the dispatcher, not here.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -123,6 +124,32 @@ class OptionError(Exception):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+def number_option(options: Mapping[str, Any], key: str, default: float, *, zero: bool = False) -> float:
+    """Option ``key`` as a finite number above zero (at least zero with ``zero``).
+
+    Raises :class:`OptionError` naming the option, so a typo in bot.toml (``per_chat_rate = "1/s"``,
+    ``nan``, ``-1``) is one line at its position rather than an internal error, or a pace that
+    silently does not hold.
+    """
+    return float(_number(options, key, default, whole=False, zero=zero))
+
+
+def whole_option(options: Mapping[str, Any], key: str, default: int) -> int:
+    """Option ``key`` as a whole number above zero (``concurrency = 0`` would never send)."""
+    return int(_number(options, key, default, whole=True, zero=False))
+
+
+def _number(options: Mapping[str, Any], key: str, default: float, *, whole: bool, zero: bool) -> float:
+    value = options.get(key, default)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and whole and value != int(value):
+        ok = False
+    if not ok or value < 0 or (value == 0 and not zero):
+        kind = "a whole number" if whole else "a number"
+        raise OptionError(key, f"{key} must be {kind} {'0 or more' if zero else 'above 0'}, not {value!r}")
+    return float(value)
 
 
 class Adapter(abc.ABC):

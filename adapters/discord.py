@@ -42,6 +42,8 @@ from .base import (
     Limits,
     PlatformUnreachable,
     Receipt,
+    number_option,
+    whole_option,
 )
 
 log = logging.getLogger("personae.discord")
@@ -88,17 +90,17 @@ class DiscordAdapter(Adapter):
             dialect="markdown",
             # Discord: 50 requests/s per bot; message routes are bucketed per channel,
             # commonly 5 per 5 s. The dispatcher paces under both.
-            global_rate=float(opts.get("global_rate", 50)),
-            per_chat_rate=float(opts.get("per_chat_rate", 1)),
-            concurrency=int(opts.get("concurrency", 8)),
+            global_rate=number_option(opts, "global_rate", 50),
+            per_chat_rate=number_option(opts, "per_chat_rate", 1),
+            concurrency=whole_option(opts, "concurrency", 8),
         )
         self.listen = {str(c) for c in config.channels}
         self._broadcast = tuple(str(c) for c in opts.get("broadcast", config.channels))
         self.allowed_mentions = discord.AllowedMentions(
             everyone=False, roles=False, users=bool(opts.get("allow_user_mentions", False)), replied_user=True
         )
-        self.ready_timeout = float(opts.get("ready_timeout", 30))
-        self._guild_ready_timeout = float(opts.get("guild_ready_timeout", 2.0))
+        self.ready_timeout = number_option(opts, "ready_timeout", 30)
+        self._guild_ready_timeout = number_option(opts, "guild_ready_timeout", 2.0, zero=True)
         self.client = self._new_client()
         self._on_message: IncomingHandler | None = None
         self._runner: asyncio.Task[None] | None = None

@@ -52,7 +52,18 @@ from mastodon import (
 
 from personae.delivery.split import mastodon_length
 
-from .base import Adapter, AdapterConfig, Delivery, DeliveryError, IncomingHandler, Limits, OptionError, Receipt
+from .base import (
+    Adapter,
+    AdapterConfig,
+    Delivery,
+    DeliveryError,
+    IncomingHandler,
+    Limits,
+    OptionError,
+    Receipt,
+    number_option,
+    whole_option,
+)
 
 log = logging.getLogger("personae.mastodon")
 
@@ -151,12 +162,12 @@ class MastodonAdapter(Adapter):
             )
         self.spoiler_text = str(opts.get("spoiler_text", "")) or None
         self.reply_to_bots = bool(opts.get("reply_to_bots", False))
-        self.max_replies_per_thread = int(opts.get("max_replies_per_thread", 5))
-        self.poll_interval = float(opts.get("poll_interval", 5))
+        self.max_replies_per_thread = whole_option(opts, "max_replies_per_thread", 5)
+        self.poll_interval = number_option(opts, "poll_interval", 5)
         self.language = str(opts["language"]) if "language" in opts else None
-        self.request_timeout = float(opts.get("request_timeout", 30))
-        requests = float(opts.get("requests_per_5min", 300))
-        self._concurrency = int(opts.get("concurrency", 2))
+        self.request_timeout = number_option(opts, "request_timeout", 30)
+        requests = number_option(opts, "requests_per_5min", 300)
+        self._concurrency = whole_option(opts, "concurrency", 2)
         # Polling and reply look-ups spend the same budget as posting: posts get 80 % of it.
         self._rate = max(requests / 300 * 0.8, 0.01)
         self.limits = self._limits(500)

@@ -56,6 +56,8 @@ from .base import (
     OptionError,
     PlatformUnreachable,
     Receipt,
+    number_option,
+    whole_option,
 )
 
 log = logging.getLogger("personae.telegram")
@@ -100,23 +102,23 @@ class TelegramAdapter(Adapter):
         self.limits = Limits(
             max_length=4096,
             dialect="html" if self.parse_mode else "plain",
-            global_rate=float(opts.get("global_rate", 30)),
-            per_chat_rate=float(opts.get("per_chat_rate", 1)),
-            group_per_minute=float(opts.get("group_per_minute", 20)),
-            concurrency=int(opts.get("concurrency", 8)),
+            global_rate=number_option(opts, "global_rate", 30),
+            per_chat_rate=number_option(opts, "per_chat_rate", 1),
+            group_per_minute=number_option(opts, "group_per_minute", 20),
+            concurrency=whole_option(opts, "concurrency", 8),
         )
         self.mode = str(opts.get("mode", "polling"))
         if self.mode not in ("polling", "webhook"):
             raise OptionError("mode", f"mode must be 'polling' or 'webhook', not '{self.mode}'")
-        self.poll_timeout = float(opts.get("poll_timeout", 30))
+        self.poll_timeout = number_option(opts, "poll_timeout", 30, zero=True)
         self.webhook_url = str(opts.get("webhook_url", ""))
         if self.mode == "webhook" and not self.webhook_url:
             raise OptionError("webhook_url", "webhook mode needs webhook_url (the public https URL Telegram posts to)")
         self.listen = str(opts.get("listen", "127.0.0.1"))
-        self.port = int(opts.get("port", 8443))
+        self.port = whole_option(opts, "port", 8443)
         self.url_path = "/" + str(opts.get("url_path", "telegram")).strip("/")
         self._secret = webhook_secret or secrets.token_urlsafe(32)
-        timeout = float(opts.get("read_timeout", 10))
+        timeout = number_option(opts, "read_timeout", 10)
         # One pool slot per concurrent send, plus headroom; PTB's default pool has one.
         request = HTTPXRequest(connection_pool_size=self.limits.concurrency + 2, read_timeout=timeout)
         polling = HTTPXRequest(connection_pool_size=1, read_timeout=self.poll_timeout + timeout)

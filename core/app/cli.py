@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     log = sub.add_parser("log", help="read the interaction log", description="Query the SQLite interaction log.")
     log.add_argument(
-        "--db", default="personae.db", metavar="FILE", help="SQLite file or postgresql:// URL (default: personae.db)"
+        "--db", metavar="FILE", help="SQLite file or postgresql:// URL (default: bot.toml's database, else personae.db)"
     )
     log.add_argument("--persona", metavar="ID", type=identifier, help="only this persona")
     log.add_argument("--direction", choices=["in", "out", "event"], help="only this direction")
@@ -293,7 +293,15 @@ async def cmd_log(args: argparse.Namespace) -> int:
             since = parse_time(args.since, default_tz=UTC).isoformat()
         except ValueError:
             raise ConfigError(f"--since: '{args.since}' is not an ISO 8601 time (e.g. 2026-11-24T10:00)") from None
-    async with store_for(args.db, readonly=True) as store:
+    db = args.db
+    if db is None:
+        # Where `personae run` wrote it: the database bot.toml names, as `replay` and `emit` read it.
+        from .commands import _database
+        from .config import load_config
+
+        config = load_config("bot.toml") if Path("bot.toml").exists() else None
+        db = _database(config.model.bot.database, config) if config else "personae.db"
+    async with store_for(db, readonly=True) as store:
         rows = await store.query_log(
             persona=args.persona, direction=args.direction, since=since, limit=args.limit or None
         )

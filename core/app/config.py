@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..language.errors import ConfigError, Diagnostic, did_you_mean, format_path
+from ..timing.timeline import bare_date
 
 BUILTIN_ADAPTERS = {
     "console": "personae.adapters.console:ConsoleAdapter",
@@ -85,8 +86,8 @@ class TimelineEntry(_Model):
     @classmethod
     def _day(cls, v: Any, info: ValidationInfo) -> Any:
         # A bare date (TOML `to = 2014-11-15`) is a UTC day: `from` its first instant, `to` its last.
-        if isinstance(v, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v.strip()):
-            v = date.fromisoformat(v.strip())
+        if isinstance(v, str) and (day := bare_date(v)) is not None:
+            v = day
         if isinstance(v, date) and not isinstance(v, datetime):
             first = datetime(v.year, v.month, v.day, tzinfo=UTC)
             return first + timedelta(days=1) - timedelta(microseconds=1) if info.field_name == "to" else first

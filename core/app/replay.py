@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..timing.timeline import Timeline, TimelineEvent, parse_time
+from ..timing.timeline import Timeline, TimelineEvent, bare_date, parse_time
 from .runtime import Bot
 from .screen import Progress
 
@@ -60,7 +59,7 @@ def parse_end(text: str) -> datetime:
     Raises :class:`ValueError` like :func:`parse_time`.
     """
     when = parse_time(text, default_tz=UTC)
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+    if bare_date(text) is not None:
         return when + timedelta(days=1) - timedelta(microseconds=1)
     return when
 

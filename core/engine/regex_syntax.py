@@ -17,7 +17,11 @@ written with RE2's own meaning, which is Python's on ASCII text with no final
 newline; :class:`Translation` says when a text needs the ``regex`` dialect.
 Constructs RE2 lacks entirely (back-references, look-around, conditionals,
 atomic groups, possessive quantifiers) are listed in
-:attr:`Translation.needs_fallback`.
+:attr:`Translation.needs_fallback`, and so are counted repetitions that unroll
+to more than :data:`RE2_MAX_UNROLLED` positions: RE2 stays linear in the text,
+but its cost per character grows with them (``[\\w\\W]{1000}`` four times over
+spends most of a second on a 4,096-character message), so only a deadline
+bounds them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Dialect = Literal["re2", "regex"]
+
+#: Positions a pattern may unroll to (``x{300}`` is 300) and still run in RE2: above it, each
+#: character of a message can cost RE2 that many steps, and only the fallback's deadline bounds it.
+RE2_MAX_UNROLLED = 200
 
 _I, _M, _S, _A = _c.SRE_FLAG_IGNORECASE, _c.SRE_FLAG_MULTILINE, _c.SRE_FLAG_DOTALL, _c.SRE_FLAG_ASCII
 #: Python folds these four together under (?i); Unicode case folding (RE2, regex) does not.
@@ -84,6 +92,9 @@ def translate(source: str, dialect: Dialect, *, ascii_text: bool = False) -> Tra
     w = _Writer(dialect, tree.state.groupdict, ascii_text=ascii_text)
     flags = tree.state.flags
     body = w.seq(tree, flags)
+    size = _repeated(list(tree))
+    if size > RE2_MAX_UNROLLED:
+        w.fallback.append(f"counted repetitions unrolling to {size} positions, over {RE2_MAX_UNROLLED}")
     return Translation(body, tuple(dict.fromkeys(w.fallback)), w.boundary, w.dollar)
 
 
@@ -356,6 +367,34 @@ def _children(op: Any, arg: Any) -> list[list[tuple[Any, Any]]]:
     return []
 
 
+def _repeated(items: list[tuple[Any, Any]]) -> int:
+    """How many positions the repetitions in ``items`` unroll to (``x{300}`` is 300, ``(a{20}b)+`` 21).
+
+    Text outside any repetition does not count: a long literal or a long list of words is cheap for RE2.
+    """
+    total = 0
+    for op, arg in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+            lo, hi, body = arg
+            times = max(lo, 1) if hi is _c.MAXREPEAT or hi == _c.MAXREPEAT else max(hi, 1)
+            total += times * _positions(list(body))
+        else:
+            total += sum(_repeated(child) for child in _children(op, arg))
+    return total
+
+
+def _positions(items: list[tuple[Any, Any]]) -> int:
+    """How many positions ``items`` unroll to when every counted repetition is written out."""
+    total = 0
+    for op, arg in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+            total += _repeated([(op, arg)])
+        else:
+            children = _children(op, arg)
+            total += sum(_positions(child) for child in children) if children else 1
+    return total
+
+
 def _nested(items: list[tuple[Any, Any]], source: str, under_repeat: bool, out: list[str]) -> None:
     for op, arg in items:
         repeat = _is_repeat(op, arg)
@@ -405,4 +444,4 @@ def _first(items: list[tuple[Any, Any]]) -> set[int] | None:
     return None
 
 
-__all__ = ["Dialect", "Shape", "Translation", "parse", "shape", "translate"]
+__all__ = ["RE2_MAX_UNROLLED", "Dialect", "Shape", "Translation", "parse", "shape", "translate"]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.persona import Persona
 from ..engine.regex_syntax import shape
+from ..engine.safe_regex import compile_regex
 from ..timing.timeline import Timeline, is_timeline, load_timeline, timeline_from_source
 from .errors import Diagnostic, PersonaeError, did_you_mean
 from .loader import check_source, persona_files
@@ -93,6 +95,8 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
             result.diagnostics.extend(exc.diagnostics)
             continue
         result.diagnostics.extend(diags)
+        # Read from the file, not the compiled persona: a file with errors still gets its regex warnings.
+        result.diagnostics.extend(regex_warnings(source))
         if persona is None:
             continue
         checked.append(persona)
@@ -107,7 +111,6 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
             continue
         result.personas[persona.id] = persona
         first_file[persona.id] = persona.file
-        result.diagnostics.extend(regex_warnings(source, persona))
     result.diagnostics.extend(emit_cycles(checked))
     for t in result.timelines:
         result.diagnostics.extend(duplicate_rows(t))
@@ -226,18 +229,25 @@ def refusals(personas: Iterable[Persona]) -> list[Diagnostic]:
     return [d for d in emit_cycles(personas) if d.severity == "error"]
 
 
-def regex_warnings(source: Source, persona: Persona) -> list[Diagnostic]:
-    """Warnings for reply regexes: which run in the deadline-bound fallback engine, and which
-    nest quantifiers (``(a+)+``, ``(a|a)*``: exponential in a backtracking engine)."""
+def regex_warnings(source: Source) -> list[Diagnostic]:
+    """Warnings for the reply regexes of a persona file: which run in the deadline-bound fallback
+    engine, and which nest quantifiers (``(a+)+``, ``(a|a)*``: exponential in a backtracking engine).
+
+    The patterns are read from the file itself, so a file whose other parts have errors gets them too.
+    """
     out: list[Diagnostic] = []
-    for i, rule in enumerate(persona.spec.replies):
-        pattern = rule.when.regex
-        if pattern is None:
+    replies = source.data.get("replies") if isinstance(source.data, dict) else None
+    for i, rule in enumerate(replies if isinstance(replies, list) else []):
+        when = rule.get("when") if isinstance(rule, dict) else None
+        pattern = when.get("regex") if isinstance(when, dict) else None
+        if not isinstance(pattern, str):
+            continue
+        try:
+            found = shape(pattern)
+            reasons = compile_regex(pattern).fallback_reasons
+        except (re.error, ValueError, OverflowError, RecursionError):  # reported as an error already
             continue
         path = ("replies", i, "when", "regex")
-        found = shape(pattern)
-        trigger = persona.router.regex_of(i)
-        reasons = trigger.fallback_reasons if trigger is not None else found.needs_fallback
         if reasons:
             message = (
                 f"regex needs the fallback engine ({', '.join(reasons)}): it runs with a time limit, "

@@ -191,11 +191,19 @@ def _with(d: Diagnostic, message: str) -> Diagnostic:
     return Diagnostic(d.file, d.line, d.column, d.path, message, d.severity)
 
 
+def bare_date(text: str) -> date | None:
+    """The day ``text`` names when it is an ISO 8601 date alone, in any of its spellings
+    (``2014-11-15``, ``20141115``, ``2014-W46-6``); ``None`` for a time or anything else."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
 def parse_time(text: str, *, default_tz: Any = None) -> datetime:
     """Parse an ISO 8601 time; a date alone means midnight UTC. Naive times are an error."""
     text = text.strip()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        d = date.fromisoformat(text)
+    if (d := bare_date(text)) is not None:
         return datetime(d.year, d.month, d.day, tzinfo=UTC)
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
