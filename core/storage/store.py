@@ -32,7 +32,7 @@ import aiosqlite
 
 log = logging.getLogger("personae.storage.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -109,6 +109,25 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE interactions ADD COLUMN key TEXT;
     CREATE UNIQUE INDEX interactions_key ON interactions (key) WHERE key IS NOT NULL;
     ALTER TABLE replays ADD COLUMN timeline_hash TEXT;
+    """,
+    # Events posted to the HTTP intake: stored before the 202, played (their reactions in the
+    # outbox) after it, so a crash in between plays them at the next start. An idempotency key or
+    # a signature names a request once: a retry finds its row and gets the same id.
+    4: """
+    CREATE TABLE intake (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT UNIQUE,
+        signature TEXT UNIQUE,
+        fingerprint TEXT NOT NULL,
+        event TEXT NOT NULL,
+        persona TEXT,
+        data TEXT NOT NULL,
+        received TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'played')),
+        played TEXT
+    );
+    CREATE INDEX intake_pending ON intake (status, seq);
     """,
 }
 
@@ -798,6 +817,124 @@ class Store:
         await self._write(
             "UPDATE replays SET position = ?, status = COALESCE(?, status) WHERE run = ?", (position, status, run)
         )
+
+    # -- HTTP intake (schema v4)
+
+    async def intake_add(self, requests: Sequence[IntakeRequest]) -> list[IntakeStored]:
+        """Store posted events in one transaction, synced to disk before returning (group commit).
+
+        A request whose idempotency key or signature is already stored (or
+        comes earlier in ``requests``) is not stored again: its answer is the
+        stored event's id and fingerprint, with ``new`` false.
+        """
+        if not requests:
+            return []
+        async with self._lock:
+            db = self.db
+            # The answer to the client promises durability: this commit must reach the disk
+            # (FULL), not only the WAL in the page cache (NORMAL survives a kill, not a power cut).
+            await db.execute_fetchall("PRAGMA synchronous = FULL")
+            try:
+                await db.execute_fetchall("BEGIN IMMEDIATE")
+                try:
+                    keys = sorted({r.idempotency_key for r in requests if r.idempotency_key})
+                    sigs = sorted({r.signature for r in requests if r.signature})
+                    known: dict[tuple[str, str], IntakeStored] = {}
+                    for column, values in (("idempotency_key", keys), ("signature", sigs)):
+                        for start in range(0, len(values), 500):
+                            chunk = values[start : start + 500]
+                            found = await db.execute_fetchall(
+                                f"SELECT {column}, id, fingerprint FROM intake"
+                                f" WHERE {column} IN ({','.join('?' * len(chunk))})",
+                                chunk,
+                            )
+                            for value, event_id, fingerprint in found:
+                                known[(column, value)] = IntakeStored(event_id, fingerprint, False)
+                    answers: list[IntakeStored] = []
+                    rows: list[tuple[Any, ...]] = []
+                    now = utcnow()
+                    for r in requests:
+                        names = [
+                            ("idempotency_key", r.idempotency_key or ""),
+                            ("signature", r.signature or ""),
+                        ]
+                        seen = next((known[n] for n in names if n[1] and n in known), None)
+                        if seen is not None:
+                            answers.append(seen)
+                            continue
+                        stored = IntakeStored(r.id, r.fingerprint, True)
+                        for n in names:
+                            if n[1]:
+                                known[n] = IntakeStored(r.id, r.fingerprint, False)
+                        answers.append(stored)
+                        rows.append(
+                            (r.id, r.idempotency_key, r.signature, r.fingerprint, r.event, r.persona, r.data, now)
+                        )
+                    if rows:
+                        cur = await db.executemany(
+                            "INSERT INTO intake (id, idempotency_key, signature, fingerprint, event, persona, data,"
+                            " received) VALUES (?,?,?,?,?,?,?,?)",
+                            rows,
+                        )
+                        await cur.close()
+                    await db.execute_fetchall("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute_fetchall("ROLLBACK")
+                    raise
+            finally:
+                await db.execute_fetchall("PRAGMA synchronous = NORMAL")
+        return answers
+
+    async def intake_pending(self, limit: int = 100) -> list[IntakeEvent]:
+        """Stored events not yet played, oldest first."""
+        rows = await self._read(
+            "SELECT id, event, persona, data FROM intake WHERE status = 'pending' ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [IntakeEvent(i, e, p, json.loads(d)) for i, e, p, d in rows]
+
+    async def intake_played(self, event_id: str) -> None:
+        """Record that the event's reactions are in the outbox: it is not played again."""
+        await self._write("UPDATE intake SET status = 'played', played = ? WHERE id = ?", (utcnow(), event_id))
+
+    async def writable(self) -> None:
+        """Write to the database (its header), or raise :class:`StoreError`: for readiness checks."""
+        try:
+            await self._write(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRequest:
+    """An event posted over HTTP, to store: ``data`` is JSON text; ``fingerprint`` identifies the request's content."""
+
+    id: str
+    event: str
+    persona: str | None
+    data: str
+    fingerprint: str
+    idempotency_key: str | None = None
+    signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeStored:
+    """The stored event that answers a request: the request's own (``new``), or an earlier one's."""
+
+    id: str
+    fingerprint: str
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeEvent:
+    """A stored event waiting to be played."""
+
+    id: str
+    event: str
+    persona: str | None
+    data: dict[str, Any]
 
 
 def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
