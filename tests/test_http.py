@@ -400,13 +400,22 @@ async def test_emit_to_posts_a_signed_event_and_prints_its_id_or_one_clear_line(
             (["emit", "touchdown", "--to", f"http://127.0.0.1:{unused_tcp_port()}"], secret),
             (["emit", "touchdown", "--to", "ftp://x"], secret),
             (["emit", "touchdown", "--to", r.url, "--dry-run"], secret),
+            # The same event twice in a row: two events (sub-second timestamps), not a replay of one.
+            (["emit", "drain", "--to", r.url], secret),
+            (["emit", "drain", "--to", r.url], secret),
         )
-        ok, unknown, wrong, unset, other_env, unreachable, scheme, dry = results
+        ok, unknown, wrong, unset, other_env, unreachable, scheme, dry, drain1, drain2 = results
         assert ok[0] == 0 and ok[2] == "", ok
         stored = table(r.db, "SELECT id, event, data FROM intake ORDER BY seq")
-        assert [(i, e) for i, e, _ in stored] == [(ok[1].strip(), "touchdown"), (other_env[1].strip(), "relay")]
+        assert [(i, e) for i, e, _ in stored] == [
+            (ok[1].strip(), "touchdown"),
+            (other_env[1].strip(), "relay"),
+            (drain1[1].strip(), "drain"),
+            (drain2[1].strip(), "drain"),
+        ]
+        assert drain1[1] != drain2[1]
         assert json.loads(stored[0][2]) == {"site": "Abydos"}
-        await until(lambda: r.bot.adapters[0].count == 1 and r.bot.adapters[1].count == 1)
+        await until(lambda: r.bot.adapters[0].count == 3 and r.bot.adapters[1].count == 1)
     assert unknown[0] == 1 and "400: no persona reacts to event 'touchdwon' (did you mean 'touchdown'?)" in unknown[2]
     assert wrong[0] == 1 and "401: wrong X-Personae-Signature" in wrong[2]
     assert unset[0] == 1 and "PERSONAE_HTTP_SECRET is not set" in unset[2]

@@ -48,11 +48,13 @@ async def post_event(
     last = ""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         for attempt in range(ATTEMPTS):
-            stamp = int(time.time())  # signed anew per attempt: a retry is not refused as stale
+            # Signed anew per attempt (a retry is not refused as stale), to the microsecond: the same
+            # event emitted twice in one second is two requests, not a replay of one.
+            stamp = f"{time.time():.6f}"
             headers = {
                 "Content-Type": "application/json",
                 "Idempotency-Key": key,
-                TIMESTAMP_HEADER: str(stamp),
+                TIMESTAMP_HEADER: stamp,
                 SIGNATURE_HEADER: sign(secret, stamp, body),
             }
             try:

@@ -10,7 +10,9 @@ Requests authenticate with ``Authorization: Bearer <secret>``, or with
 ``X-Personae-Signature: hex(HMAC-SHA256(secret, timestamp + "." + body))`` and
 ``X-Personae-Timestamp`` (Unix seconds, within :data:`SIGNATURE_WINDOW` of now).
 A signed request, or one with an ``Idempotency-Key``, is stored at most once:
-sending it again answers with the first one's id.
+sending it again answers with the first one's id. (So two identical bodies
+signed with the same timestamp are one event: sign with sub-second timestamps,
+as ``personae emit --to`` does, or vary the data.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -45,6 +48,8 @@ SIGNATURE_HEADER = "X-Personae-Signature"
 TIMESTAMP_HEADER = "X-Personae-Timestamp"
 _FIELDS = ("event", "persona", "data")
 _MAX_IDEMPOTENCY_KEY = 255
+#: Unix seconds, with at most 6 decimals.
+_STAMP = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +81,12 @@ class HttpProblem(Exception):
         return web.json_response(body, status=self.status, headers=self.headers)
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-Personae-Signature`` of ``body`` sent at ``timestamp`` (hex HMAC-SHA256 of ``timestamp.body``)."""
+def sign(secret: str, timestamp: str | int, body: bytes) -> str:
+    """The ``X-Personae-Signature`` of ``body`` sent at ``timestamp``: hex HMAC-SHA256 of ``timestamp.body``.
+
+    ``timestamp`` is signed as the ``X-Personae-Timestamp`` header writes it (Unix seconds, optionally
+    with up to 6 decimals: two identical bodies signed in the same second are then two requests).
+    """
     return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
@@ -277,10 +286,10 @@ class Intake:
                 f"no credentials: send Authorization: Bearer <secret>, or {SIGNATURE_HEADER} with {TIMESTAMP_HEADER}",
                 headers=challenge,
             )
-        stamp = request.headers.get(TIMESTAMP_HEADER, "")
-        if not stamp.strip().isdigit() or len(stamp) > 20:
-            raise HttpProblem(401, f"{TIMESTAMP_HEADER} must be the signing time in whole Unix seconds")
-        age = self._clock() - int(stamp)
+        stamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
+        if not _STAMP.fullmatch(stamp):
+            raise HttpProblem(401, f"{TIMESTAMP_HEADER} must be the signing time in Unix seconds (e.g. 1800000000)")
+        age = self._clock() - float(stamp)
         if age > SIGNATURE_WINDOW:
             raise HttpProblem(
                 401, f"signature is {age:.0f} s old (at most {SIGNATURE_WINDOW:.0f}): refused as a replay"
@@ -288,7 +297,7 @@ class Intake:
         if age < -SIGNATURE_WINDOW:
             raise HttpProblem(401, f"signature timestamp is {-age:.0f} s in the future (clocks out of step?)")
         given = signature.strip().removeprefix("sha256=").lower()
-        expected = sign(self.settings.secret, int(stamp), body)
+        expected = sign(self.settings.secret, stamp, body)
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise HttpProblem(401, f"wrong {SIGNATURE_HEADER} (HMAC-SHA256 of timestamp + '.' + body)")
         return expected
@@ -361,8 +370,8 @@ class Intake:
             self._wake.clear()  # before reading: an event stored meanwhile wakes the next round
             try:
                 pending = await self.store.intake_pending()
-                for item in pending:
-                    await self._play(item)
+                if pending:
+                    await self._play(pending)
             except Exception as exc:  # the events stay pending: tried again shortly
                 log.error("could not play posted events: %s", self.bot.redactor(str(exc)))
                 await asyncio.sleep(1)
@@ -370,21 +379,22 @@ class Intake:
             if not pending:
                 await self._wake.wait()
 
-    async def _play(self, item: IntakeEvent) -> None:
-        """Queue the event's reactions in the outbox, then mark it played."""
+    async def _play(self, items: list[IntakeEvent]) -> None:
+        """Queue the events' reactions in the outbox (one write for all), then mark them played."""
         bot = self.bot
-        # The key makes the reactions' outbox keys: played again after a crash, they are not sent twice.
-        event = Event(item.event, bot.clock.now(), item.data, "http", item.persona, 0, f"http:{item.id}")
-        try:
-            with bot.engine.problems_of() as failed:
-                await bot.deliver(await bot.engine.dispatch(event))
-            for p in failed:
-                log.error("event %s (%s): %s: %s", item.id, item.event, p.persona, p.message)
-        except (EngineError, TemplateRenderError) as exc:
-            log.error("event %s (%s) failed: %s", item.id, item.event, bot.redactor(str(exc)))
+        for item in items:
+            # The key makes the reactions' outbox keys: played again after a crash, they are not sent twice.
+            event = Event(item.event, bot.clock.now(), item.data, "http", item.persona, 0, f"http:{item.id}")
+            try:
+                with bot.engine.problems_of() as failed:
+                    await bot.deliver(await bot.engine.dispatch(event))
+                for p in failed:
+                    log.error("event %s (%s): %s: %s", item.id, item.event, p.persona, p.message)
+            except (EngineError, TemplateRenderError) as exc:
+                log.error("event %s (%s) failed: %s", item.id, item.event, bot.redactor(str(exc)))
         await bot.flush()
-        await self.store.flush()  # its log rows too: "played" means on disk
-        await self.store.intake_played(item.id)
+        await self.store.flush()  # their log rows too: "played" means on disk
+        await self.store.intake_played([item.id for item in items])
 
 
 def _no_constant(name: str) -> Any:

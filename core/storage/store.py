@@ -243,6 +243,11 @@ _OUTBOX_MARK_SQL = (
     " sent_at = CASE WHEN m.status = 'sent' THEN ?1 ELSE outbox.sent_at END"
     " FROM rows AS m WHERE outbox.id = m.id"
 )
+_INTAKE_FIELDS = ("id", "idempotency_key", "signature", "fingerprint", "event", "persona", "data")
+_INTAKE_ADD_SQL = (
+    _unpack("?2", _INTAKE_FIELDS) + f"INSERT INTO intake ({', '.join(_INTAKE_FIELDS)}, received)"
+    f" SELECT {', '.join(_INTAKE_FIELDS)}, ?1 FROM rows WHERE true ORDER BY k ON CONFLICT DO NOTHING RETURNING id"
+)
 _ROW_WIDTH = 16  # a single row; anything shorter is an exchange (10 fields, or 14 with its reply)
 
 
@@ -827,63 +832,51 @@ class Store:
         comes earlier in ``requests``) is not stored again: its answer is the
         stored event's id and fingerprint, with ``new`` false.
         """
-        if not requests:
-            return []
+        first: dict[tuple[int, str], IntakeRequest] = {}
+        fresh: list[IntakeRequest] = []
+        for r in requests:
+            names = [(n, v) for n, v in ((0, r.idempotency_key), (1, r.signature)) if v]
+            if not any(name in first for name in names):
+                fresh.append(r)
+            for name in names:
+                first.setdefault(name, r)
+        rows = [(r.id, r.idempotency_key, r.signature, r.fingerprint, r.event, r.persona, r.data) for r in fresh]
         async with self._lock:
             db = self.db
             # The answer to the client promises durability: this commit must reach the disk
             # (FULL), not only the WAL in the page cache (NORMAL survives a kill, not a power cut).
             await db.execute_fetchall("PRAGMA synchronous = FULL")
             try:
-                await db.execute_fetchall("BEGIN IMMEDIATE")
-                try:
-                    keys = sorted({r.idempotency_key for r in requests if r.idempotency_key})
-                    sigs = sorted({r.signature for r in requests if r.signature})
-                    known: dict[tuple[str, str], IntakeStored] = {}
-                    for column, values in (("idempotency_key", keys), ("signature", sigs)):
-                        for start in range(0, len(values), 500):
-                            chunk = values[start : start + 500]
-                            found = await db.execute_fetchall(
-                                f"SELECT {column}, id, fingerprint FROM intake"
-                                f" WHERE {column} IN ({','.join('?' * len(chunk))})",
-                                chunk,
-                            )
-                            for value, event_id, fingerprint in found:
-                                known[(column, value)] = IntakeStored(event_id, fingerprint, False)
-                    answers: list[IntakeStored] = []
-                    rows: list[tuple[Any, ...]] = []
-                    now = utcnow()
-                    for r in requests:
-                        names = [
-                            ("idempotency_key", r.idempotency_key or ""),
-                            ("signature", r.signature or ""),
-                        ]
-                        seen = next((known[n] for n in names if n[1] and n in known), None)
-                        if seen is not None:
-                            answers.append(seen)
-                            continue
-                        stored = IntakeStored(r.id, r.fingerprint, True)
-                        for n in names:
-                            if n[1]:
-                                known[n] = IntakeStored(r.id, r.fingerprint, False)
-                        answers.append(stored)
-                        rows.append(
-                            (r.id, r.idempotency_key, r.signature, r.fingerprint, r.event, r.persona, r.data, now)
-                        )
-                    if rows:
-                        cur = await db.executemany(
-                            "INSERT INTO intake (id, idempotency_key, signature, fingerprint, event, persona, data,"
-                            " received) VALUES (?,?,?,?,?,?,?,?)",
-                            rows,
-                        )
-                        await cur.close()
-                    await db.execute_fetchall("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        await db.execute_fetchall("ROLLBACK")
-                    raise
+                # One statement, one transaction: a request already stored (by an earlier batch)
+                # conflicts on its key or signature and is left out.
+                inserted = {r[0] for r in await db.execute_fetchall(_INTAKE_ADD_SQL, (utcnow(), _json(rows)))}
             finally:
                 await db.execute_fetchall("PRAGMA synchronous = NORMAL")
+        known: dict[tuple[int, str], IntakeStored] = {}
+        if len(inserted) < len(fresh):
+            keys = [r.idempotency_key for r in fresh if r.id not in inserted and r.idempotency_key]
+            sigs = [r.signature for r in fresh if r.id not in inserted and r.signature]
+            found = await self._read(
+                "SELECT idempotency_key, signature, id, fingerprint FROM intake"
+                " WHERE idempotency_key IN (SELECT value FROM json_each(?1))"
+                " OR signature IN (SELECT value FROM json_each(?2))",
+                (json.dumps(keys), json.dumps(sigs)),
+            )
+            for key, sig, event_id, fingerprint in found:
+                for name in ((0, key), (1, sig)):
+                    if name[1]:
+                        known[name] = IntakeStored(event_id, fingerprint, False)
+        answers = []
+        for r in requests:
+            names = [(n, v) for n, v in ((0, r.idempotency_key), (1, r.signature)) if v]
+            if r.id in inserted:
+                answers.append(IntakeStored(r.id, r.fingerprint, True))
+                continue
+            stored = next((known[n] for n in names if n in known), None)
+            if stored is None:
+                earlier = next(first[n] for n in names if n in first)
+                stored = IntakeStored(earlier.id, earlier.fingerprint, False)
+            answers.append(stored)
         return answers
 
     async def intake_pending(self, limit: int = 100) -> list[IntakeEvent]:
@@ -893,9 +886,12 @@ class Store:
         )
         return [IntakeEvent(i, e, p, json.loads(d)) for i, e, p, d in rows]
 
-    async def intake_played(self, event_id: str) -> None:
-        """Record that the event's reactions are in the outbox: it is not played again."""
-        await self._write("UPDATE intake SET status = 'played', played = ? WHERE id = ?", (utcnow(), event_id))
+    async def intake_played(self, event_ids: Sequence[str]) -> None:
+        """Record that these events' reactions are in the outbox: they are not played again."""
+        await self._write(
+            "UPDATE intake SET status = 'played', played = ? WHERE id IN (SELECT value FROM json_each(?))",
+            (utcnow(), json.dumps(list(event_ids))),
+        )
 
     async def writable(self) -> None:
         """Write to the database (its header), or raise :class:`StoreError`: for readiness checks."""
