@@ -473,16 +473,29 @@ async def personae_run(cwd: Path) -> AsyncIterator[Child]:
             await asyncio.wait_for(child._reader, 5)
 
 
-def telegram_bot(tmp_path: Path, port: int) -> None:
+TIMELINE = """\
+timeline: descent
+cast: [lander]
+events:
+  - {at: "2014-11-12T15:34:04Z", event: touchdown, data: {site: Agilkia}}
+  - {at: "2014-11-12T17:00:00Z", event: drain}
+"""
+
+
+def telegram_bot(tmp_path: Path, port: int, *, timeline: bool = False) -> None:
     folder = tmp_path / "personas"
     folder.mkdir()
     (folder / "lander.yaml").write_text(LANDER, encoding="utf-8")
+    replay = ""
+    if timeline:
+        (tmp_path / "descent.yaml").write_text(TIMELINE, encoding="utf-8")
+        replay = '[[timelines]]\nfile = "descent.yaml"\nspeed = "max"\n\n'
     (tmp_path / "bot.toml").write_text(
         f'[bot]\npersonas = ["{folder}/*.yaml"]\ndatabase = "bot.db"\nreload = false\n\n'
         '[[adapters]]\ntype = "telegram"\npersona = "lander"\ntoken_env = "LANDER_TG_TOKEN"\n'
         f'base_url = "http://127.0.0.1:{port}/bot"\nbase_file_url = "http://127.0.0.1:{port}/file/bot"\n'
         "poll_timeout = 1\nchannels = [-1001]\nper_chat_rate = 50\n\n"
-        "[http]\nport = 0\nrate = 0\n",
+        f"{replay}[http]\nport = 0\nrate = 0\n",
         encoding="utf-8",
     )
 
@@ -532,10 +545,11 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 async def test_metrics_match_what_the_fake_telegram_saw(tmp_path):
     async with FakeTelegram(TG_TOKEN) as fake:
-        telegram_bot(tmp_path, fake.port)
+        telegram_bot(tmp_path, fake.port, timeline=True)  # two events replayed at full speed
         async with personae_run(tmp_path) as child:
             url = await child.url()
             await child.line("personae running")
+            await child.line("timeline finished")
             async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as r:
                 assert r.status == 200
             fake.fail_next("429", 2)  # the first two sends are refused once each, then retried
@@ -543,14 +557,14 @@ async def test_metrics_match_what_the_fake_telegram_saw(tmp_path):
                 fake.inject_message(chat, "/status")
             fake.inject_message(11, "/ping")
             assert (await post(url, {"event": "touchdown", "data": {"site": "Agilkia"}}))[0] == 202
-            await fake.wait_for_sent(5, timeout=30)
+            await fake.wait_for_sent(7, timeout=30)
             async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as r:
                 assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
                 text = await r.text()
             child.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(child.proc.wait(), 30)
     sent = len(fake.sent)
-    assert sent == 5
+    assert sent == 7  # 4 replies, 1 posted event, 2 replayed events
     assert metric(text, "personae_messages_out_total", persona="lander", platform="telegram") == sent
     assert metric(text, "personae_messages_in_total", persona="lander", platform="telegram") == 4
     assert metric(text, "personae_rate_limited_total") == fake.count_429 == 2
@@ -562,6 +576,8 @@ async def test_metrics_match_what_the_fake_telegram_saw(tmp_path):
     assert metric(text, "personae_outbox_messages", status="pending") == 0
     assert metric(text, "personae_outbox_messages", status="failed") == 0
     assert metric(text, "personae_http_responses_total", code="202") == 1
+    assert metric(text, "personae_replay_events_done") == metric(text, "personae_replay_events_total") == 2
+    assert metric(text, "personae_replay_mission_time_seconds") == 1415811600.0  # 2014-11-12T17:00:00Z
 
 
 def _rules(text: str) -> set[str]:

@@ -67,11 +67,13 @@ class IntakeSettings:
 class HttpProblem(Exception):
     """A request refused: the status and the JSON body that say why."""
 
-    def __init__(self, status: int, message: str, *, field: str | None = None, headers: Mapping[str, str] = {}):
+    def __init__(
+        self, status: int, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
-        self.headers = dict(headers)
+        self.headers = dict(headers or {})
 
     def response(self) -> web.Response:
         """The JSON answer."""
@@ -201,7 +203,7 @@ class Intake:
     async def _readyz(self, request: web.Request) -> web.Response:
         problems: list[str] = []
         if not self.bot.ready:
-            waiting = [a.name for a in self.bot.adapters if a not in self.bot._started]
+            waiting = self.bot.not_started
             problems.append(f"adapters not connected: {', '.join(waiting)}" if waiting else "dispatchers not running")
         try:
             await asyncio.wait_for(self.store.writable(), 5)

@@ -262,6 +262,11 @@ class Bot:
         running = all(not t.done() for t in self._tasks) and (self.store is None or bool(self._tasks))
         return bool(self.adapters) and len(self._started) == len(self.adapters) and running
 
+    @property
+    def not_started(self) -> list[str]:
+        """Names of the adapters not (or no longer) running."""
+        return [a.name for a in self.adapters if a not in self._started]
+
     async def _start_adapter(self, a: Adapter) -> None:
         wait = self.options.start_backoff
         while True:
