@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -600,15 +601,25 @@ async def test_run_refuses_an_unset_secret_or_a_port_taken_by_the_telegram_webho
         '[[adapters]]\ntype = "telegram"\npersona = "lander"\ntoken_env = "T"\nmode = "webhook"\n'
         'webhook_url = "https://x.example/tg"\nport = 8443\n'
     )
-    for name, adapter in (("null.toml", null), ("webhook.toml", webhook)):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    for name, adapter, port in (("null.toml", null, 8443), ("webhook.toml", webhook, 8443), ("busy.toml", null, busy)):
         (tmp_path / name).write_text(
-            f'[bot]\npersonas = ["{folder}/*.yaml"]\ndatabase = "bot.db"\n\n{adapter}\n[http]\nport = 8443\n',
+            f'[bot]\npersonas = ["{folder}/*.yaml"]\ndatabase = "bot.db"\n\n{adapter}\n[http]\nport = {port}\n',
             encoding="utf-8",
         )
-    unset, conflict = await forked(
-        tmp_path,
-        (["run", "--config", "null.toml"], {"PERSONAE_HTTP_SECRET": None}),
-        (["run", "--config", "webhook.toml"], {"PERSONAE_HTTP_SECRET": SECRET, "T": TG_TOKEN}),
+    with taken:
+        unset, conflict, in_use = await forked(
+            tmp_path,
+            (["run", "--config", "null.toml"], {"PERSONAE_HTTP_SECRET": None}),
+            (["run", "--config", "webhook.toml"], {"PERSONAE_HTTP_SECRET": SECRET, "T": TG_TOKEN}),
+            (["run", "--config", "busy.toml"], {"PERSONAE_HTTP_SECRET": SECRET}),
+        )
+    assert (
+        in_use[0] == 1
+        and f"busy.toml:10: http.port: cannot listen on 127.0.0.1:{busy}: address already in use" in in_use[2]
     )
     assert (
         unset[0] == 1
@@ -617,5 +628,5 @@ async def test_run_refuses_an_unset_secret_or_a_port_taken_by_the_telegram_webho
     assert (
         conflict[0] == 1 and "http.port: port 8443 is the Telegram webhook's (adapter telegram-lander)" in conflict[2]
     )
-    for _, _, err in (unset, conflict):
+    for _, _, err in (unset, conflict, in_use):
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -698,7 +698,10 @@ async def _start_intake(config: Any, bot: Any, redactor: Any) -> Any:
     redactor.add(secret)
     settings = IntakeSettings(secret, http.listen, http.port, http.max_body, http.rate)
     intake = Intake(bot, settings)
-    host, port = await intake.start()
+    try:
+        host, port = await intake.start()
+    except ConfigError as exc:
+        raise config.error(("http", "port"), str(exc)) from None
     sys.stderr.write(f"http: listening on http://{host}:{port} (POST /events, GET /healthz /readyz /metrics)\n")
     return intake
 

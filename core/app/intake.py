@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import time
 import uuid
@@ -146,7 +147,10 @@ class Intake:
     # -- lifecycle
 
     async def start(self) -> tuple[str, int]:
-        """Listen; returns the address bound (port 0 picks a free one). Events are stored, not yet played."""
+        """Listen; returns the address bound (port 0 picks a free one). Events are stored, not yet played.
+
+        :raises ConfigError: the address cannot be listened on (in use, not an address of this machine).
+        """
         app = web.Application(middlewares=[self._errors], client_max_size=self.settings.max_body + 1)
         app.router.add_post("/events", self._post_event)
         app.router.add_get("/healthz", self._healthz)
@@ -159,8 +163,10 @@ class Intake:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            # asyncio words it "error while attempting to bind on address (…): reason": the reason will do.
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             where = f"{self.settings.listen}:{self.settings.port}"
-            raise ConfigError(f"[http] cannot listen on {where}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot listen on {where}: {reason}") from None
         self._runner = runner
         host, port = runner.addresses[0][:2]
         self.address = (str(host), int(port))
