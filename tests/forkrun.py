@@ -11,7 +11,8 @@ status, that runs ``personae.app.cli.main`` as ``python -m personae`` would
     python tests/forkrun.py < cases.json > results.json
 
 ``cases.json`` is a list of ``{"argv": [...], "cwd": ..., "stdin": FILE or
-null, "timeout": seconds}``; each result is ``{"argv", "status", "stdout",
+null, "timeout": seconds, "env": {NAME: value or null}}`` (``env``, optional:
+variables set, or unset where null, in that child only); each result is ``{"argv", "status", "stdout",
 "stderr"}``, status ``None`` for a child killed by the hang guard.
 """
 
@@ -34,6 +35,7 @@ import personae.app.chat
 import personae.app.cli
 import personae.app.commands
 import personae.app.config
+import personae.app.emit_client
 import personae.app.replay
 import personae.app.replay_control
 import personae.app.runtime
@@ -47,6 +49,11 @@ def _child(case: dict[str, Any], out: str, err: str, stdio: dict[str, tuple[str,
     code = 1
     try:
         os.chdir(case["cwd"])
+        for name, value in case.get("env", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         fd = os.open(case.get("stdin") or os.devnull, os.O_RDONLY)
         os.dup2(fd, 0)
         os.dup2(os.open(out, os.O_WRONLY), 1)

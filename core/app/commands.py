@@ -89,6 +89,17 @@ def add_runtime_commands(sub: Any) -> None:
     em.add_argument("--persona", metavar="ID", type=identifier, help="only this persona reacts")
     em.add_argument("--config", default="bot.toml", metavar="FILE", help="bot configuration (default: bot.toml)")
     em.add_argument("--dry-run", action="store_true", help="print the reactions; write nothing, send nothing")
+    em.add_argument(
+        "--to",
+        metavar="URL",
+        help="post the event to a running bot's [http] intake instead (e.g. http://127.0.0.1:8787); prints its id",
+    )
+    em.add_argument(
+        "--secret-env",
+        default="PERSONAE_HTTP_SECRET",
+        metavar="NAME",
+        help="with --to: the environment variable holding the secret (default: PERSONAE_HTTP_SECRET)",
+    )
 
 
 async def run_command(args: argparse.Namespace) -> int:
@@ -574,12 +585,19 @@ async def cmd_run(args: argparse.Namespace) -> int:
     tasks: list[asyncio.Task[Any]] = []
     progress: Progress | None = None
     failed_start = True  # a refused start is one error line, with no "stopped." after it
+    intake = None
     try:
+        if config.model.http is not None:
+            # Listening before the adapters start: /healthz answers, /readyz says what is missing,
+            # and posted events are stored (played once the bot runs).
+            intake = await _start_intake(config, bot, redactor)
         schedules = not replays and all(e.schedules for e, _ in timelines)
         started = await _start_unless_stopped(bot, stop, schedules=schedules)
         failed_start = False
         if not started:
             return 0  # a signal while a platform was still unreachable
+        if intake is not None:
+            intake.play()
         names = ", ".join(f"{a.name}" for a in adapters)
         sys.stderr.write(f"personae running: {len(personas)} persona(s), adapters: {names}. Ctrl-C to stop.\n")
         if bot_cfg.reload:
@@ -616,7 +634,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 },
                 timeline_hash=content_hash(timeline),
             )
-            progress = screen.progress(len(timeline.window(entry.from_, entry.to)), timeline.id)
+            total = len(timeline.window(entry.from_, entry.to))
+            progress = bot.metrics.track(screen.progress(total, timeline.id), total)
             done = asyncio.create_task(
                 replay(
                     bot,
@@ -665,6 +684,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if intake is not None:
+            await intake.stop()
         await bot.stop()
         await store.close()
         await screen.close()
@@ -673,11 +694,50 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _start_intake(config: Any, bot: Any, redactor: Any) -> Any:
+    """Start the ``[http]`` server of ``bot``; prints where it listens."""
+    from .intake import Intake, IntakeSettings
+
+    http = config.model.http
+    secret = os.environ.get(http.secret_env, "").strip()
+    if not secret:
+        raise config.error(("http", "secret_env"), f"environment variable {http.secret_env} is not set")
+    for i, entry in enumerate(config.model.adapters):
+        extra = entry.model_extra or {}
+        if entry.type == "telegram" and extra.get("mode") == "webhook" and extra.get("port") == http.port != 0:
+            raise config.error(
+                ("http", "port"),
+                f"port {http.port} is the Telegram webhook's (adapter {config.adapter_name(i)}): choose another",
+            )
+    redactor.add(secret)
+    settings = IntakeSettings(secret, http.listen, http.port, http.max_body, http.rate)
+    intake = Intake(bot, settings)
+    try:
+        host, port = await intake.start()
+    except ConfigError as exc:
+        raise config.error(("http", "port"), str(exc)) from None
+    sys.stderr.write(f"http: listening on http://{host}:{port} (POST /events, GET /healthz /readyz /metrics)\n")
+    return intake
+
+
 # --------------------------------------------------------------------------- emit
 
 
 async def cmd_emit(args: argparse.Namespace) -> int:
     """``personae emit``."""
+    if args.to is not None:
+        if args.dry_run:
+            raise ConfigError("--dry-run and --to cannot be combined (--to asks a running bot to play the event)")
+        from .emit_client import post_event
+
+        secret = os.environ.get(args.secret_env, "").strip()
+        if not secret:
+            raise ConfigError(
+                f"environment variable {args.secret_env} is not set (the secret of the bot's [http] section;"
+                " --secret-env names another variable)"
+            )
+        sys.stdout.write(await post_event(args.to, secret, args.event, dict(args.data), args.persona) + "\n")
+        return 0
     from ..delivery.secrets import Redactor, install_log_redaction
     from ..engine.messages import Event
     from ..storage.select import store_for

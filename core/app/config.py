@@ -109,12 +109,25 @@ class TimelineEntry(_Model):
         return v
 
 
+class HttpSection(_Model):
+    """``[http]``: the event intake, health and metrics server of ``personae run``."""
+
+    listen: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(default=8787, ge=0, le=65535, description="TCP port (0: any free port, printed at start)")
+    secret_env: str = Field(
+        default="PERSONAE_HTTP_SECRET", min_length=1, description="environment variable holding the shared secret"
+    )
+    max_body: int = Field(default=64 * 1024, gt=0, description="largest accepted request body, in bytes")
+    rate: float = Field(default=600.0, ge=0, description="requests per minute per client address (0: no limit)")
+
+
 class BotConfig(_Model):
     """The whole ``bot.toml``."""
 
     bot: BotSection = Field(default_factory=BotSection)
     adapters: list[AdapterEntry] = Field(default_factory=list)
     timelines: list[TimelineEntry] = Field(default_factory=list)
+    http: HttpSection | None = None
 
 
 def adapter_class(kind: str) -> type[Any]:
@@ -347,7 +360,12 @@ def _model_for(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     names = [p for p in loc if isinstance(p, str)]
     if not names:
         return BotConfig
-    sections: dict[str, type[BaseModel]] = {"bot": BotSection, "adapters": AdapterEntry, "timelines": TimelineEntry}
+    sections: dict[str, type[BaseModel]] = {
+        "bot": BotSection,
+        "adapters": AdapterEntry,
+        "timelines": TimelineEntry,
+        "http": HttpSection,
+    }
     return sections.get(names[0])
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from ..storage.records import LogRow, OutboxItem, OutboxRow
 from ..timing.clock import Clock, SystemClock
 from ..timing.cron import fire_times
 from ..timing.scheduler import Handle, Scheduler
+from .metrics import Metrics
 
 log = logging.getLogger("personae.app.runtime")
 
@@ -149,6 +151,10 @@ class Bot:
         if not self.options.persist_state:
             self.engine.persist_state = False
         self.dispatchers: dict[str, Dispatcher] = {}
+        #: This bot's Prometheus metrics (``GET /metrics`` of the HTTP intake).
+        self.metrics = Metrics()
+        self.metrics.watch_delivery(lambda: {lane: d.stats for lane, d in self.dispatchers.items()})
+        self._platform_of = {a.name: a.platform for a in self.adapters}
         self._tasks: list[asyncio.Task[Any]] = []
         self._started: list[Adapter] = []
         self._subscribers: dict[str, list[str]] = {}
@@ -252,6 +258,17 @@ class Bot:
         )
         self.dispatchers[lane] = d
         self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{lane}"))
+
+    @property
+    def ready(self) -> bool:
+        """Every adapter started, and every dispatcher running (``GET /readyz``)."""
+        running = all(not t.done() for t in self._tasks) and (self.store is None or bool(self._tasks))
+        return bool(self.adapters) and len(self._started) == len(self.adapters) and running
+
+    @property
+    def not_started(self) -> list[str]:
+        """Names of the adapters not (or no longer) running."""
+        return [a.name for a in self.adapters if a not in self._started]
 
     async def _start_adapter(self, a: Adapter) -> None:
         wait = self.options.start_backoff
@@ -360,7 +377,9 @@ class Bot:
 
     async def on_message(self, incoming: Incoming) -> None:
         """Handle one user message from an adapter: built-in commands, then the persona."""
+        arrived = time.perf_counter()
         incoming = incoming.cleaned()
+        self.metrics.messages_in.labels(incoming.persona, incoming.platform).inc()
         if incoming.kind == "removed" and incoming.adapter is not None:
             # Removed from a group, or blocked: no more broadcasts there (writing again re-enables replies).
             gone = await self.unsubscribe(incoming.adapter, incoming.chat.id)
@@ -376,12 +395,21 @@ class Bot:
             handled = await self._builtin(incoming)
             if handled is not None:
                 await self.deliver(handled)
+                self._count_replies(handled, arrived)
                 return
             out = await self.engine.handle(incoming)
         except (EngineError, TemplateRenderError) as exc:
             log.error("%s", self.redactor(str(exc)))
             return
         await self.deliver([_with_adapter(o, incoming) for o in out])
+        self._count_replies(out, arrived)
+
+    def _count_replies(self, out: Sequence[Outgoing], arrived: float) -> None:
+        if not out:
+            return
+        self.metrics.reply_latency.observe(time.perf_counter() - arrived)
+        for o in out:
+            self.metrics.replies.labels(o.persona, o.rule).inc()
 
     async def _builtin(self, incoming: Incoming) -> list[Outgoing] | None:
         from ..engine.router import parse_command
@@ -625,7 +653,7 @@ class Bot:
         return await self.store.unsubscribe(adapter, chat)
 
     async def _sent(self, item: OutboxItem, receipt: Receipt) -> None:
-        return None
+        self.metrics.messages_out.labels(item.persona, self._platform_of.get(item.adapter, item.adapter)).inc()
 
     async def _failed(self, item: OutboxItem, error: str) -> None:
         log.error("message %s to %s on %s failed for good: %s", item.id, item.chat, item.adapter, error)

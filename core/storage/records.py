@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 
 class StoreError(Exception):
@@ -67,3 +68,35 @@ OutboxRow = tuple[str, str | None, str, str, str, str, str | None, str | None, s
 def utcnow() -> str:
     """Current UTC time as ISO 8601 text."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRequest:
+    """An event posted over HTTP, to store: ``data`` is JSON text; ``fingerprint`` identifies the request's content."""
+
+    id: str
+    event: str
+    persona: str | None
+    data: str
+    fingerprint: str
+    idempotency_key: str | None = None
+    signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeStored:
+    """The stored event that answers a request: the request's own (``new``), or an earlier one's."""
+
+    id: str
+    fingerprint: str
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeEvent:
+    """A stored event waiting to be played."""
+
+    id: str
+    event: str
+    persona: str | None
+    data: dict[str, Any]

@@ -22,8 +22,9 @@ import aiosqlite
 
 from .batching import BatchWriter
 from .facade import Composite
-from .records import LogRow, OutboxItem, OutboxRow, StoreError, utcnow
+from .records import IntakeEvent, IntakeRequest, IntakeStored, LogRow, OutboxItem, OutboxRow, StoreError, utcnow
 from .sqlite.connection import Connection, explain
+from .sqlite.intake import SqliteIntake
 from .sqlite.log import SqliteLog
 from .sqlite.outbox import SqliteOutbox
 from .sqlite.runs import SqliteRuns
@@ -31,9 +32,20 @@ from .sqlite.state import SqliteState
 from .sqlite.subscriptions import SqliteSubscriptions
 from .sqlite.writer import SqliteSink
 
-__all__ = ["SCHEMA_VERSION", "LogRow", "OutboxItem", "OutboxRow", "Store", "StoreError", "utcnow"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "IntakeEvent",
+    "IntakeRequest",
+    "IntakeStored",
+    "LogRow",
+    "OutboxItem",
+    "OutboxRow",
+    "Store",
+    "StoreError",
+    "utcnow",
+]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -111,6 +123,25 @@ _MIGRATIONS: dict[int, str] = {
     CREATE UNIQUE INDEX interactions_key ON interactions (key) WHERE key IS NOT NULL;
     ALTER TABLE replays ADD COLUMN timeline_hash TEXT;
     """,
+    # Events posted to the HTTP intake: stored before the 202, played (their reactions in the
+    # outbox) after it, so a crash in between plays them at the next start. An idempotency key or
+    # a signature names a request once: a retry finds its row and gets the same id.
+    4: """
+    CREATE TABLE intake (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT UNIQUE,
+        signature TEXT UNIQUE,
+        fingerprint TEXT NOT NULL,
+        event TEXT NOT NULL,
+        persona TEXT,
+        data TEXT NOT NULL,
+        received TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'played')),
+        played TEXT
+    );
+    CREATE INDEX intake_pending ON intake (status, seq);
+    """,
 }
 
 
@@ -144,6 +175,12 @@ class Store(Composite):
             subscriptions=SqliteSubscriptions(self._conn),
             runs=SqliteRuns(self._conn),
         )
+        #: The HTTP intake's queue (SQLite only for now: see README, "Events over HTTP").
+        self.intake = SqliteIntake(self._conn, SCHEMA_VERSION)
+        self.intake_add = self.intake.intake_add
+        self.intake_pending = self.intake.intake_pending
+        self.intake_played = self.intake.intake_played
+        self.writable = self.intake.writable
 
     async def __aenter__(self) -> Store:
         return await self.open()
