@@ -330,6 +330,8 @@ async def test_webhook_mode_checks_the_secret(persona_dir, store, caplog):
 
 async def test_token_never_leaks_into_logs_or_database(persona_dir, store, caplog, capsys):
     caplog.set_level(logging.DEBUG)
+    # Commands run in-process by other tests quiet the HTTP client's logger; this test needs its URLs.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     async with FakeTelegram(TOKEN, seed=9, fault_ratio=0.3, faults=("5xx", "drop", "429")) as fake:
         adapter = adapter_for(fake, global_rate=300)
         bot = await running(persona_dir, store, adapter)
