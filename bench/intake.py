@@ -8,8 +8,8 @@ concurrent requests share one commit). The bot plays the events meanwhile, as
 it would in production. After each row the ``intake`` table is counted: every
 202 must be a stored row. Prints one table.
 
-    python bench/http.py                       # 1, 8 and 32 clients, 3,000 events each
-    python bench/http.py --clients 64 --events 10000
+    python bench/intake.py                       # 1, 8 and 32 clients, 3,000 events each
+    python bench/intake.py --clients 64 --events 10000
 """
 
 from __future__ import annotations
@@ -136,11 +136,6 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    # This file is called http.py, as the benchmarks are named after what they measure; run as a
-    # script, its folder comes first on sys.path and would shadow the standard library's http
-    # (imported by aiohttp): take it off before anything imports aiohttp.
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != here]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per row")
     parser.add_argument("--events", type=int, default=3000, help="events per row")
