@@ -327,3 +327,22 @@ def test_chat_refuses_a_persona_lint_rejects(tmp_path, capsys):
     )
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr.splitlines() == lines
+
+
+def test_a_reply_with_a_broken_trigger_still_has_its_set_and_say_checked(tmp_path, capsys):
+    # Found by an independent review: the broken `when` dropped the whole reply, so its
+    # `set` problems only appeared on a second run.
+    f = tmp_path / "w.yaml"
+    f.write_text(
+        "persona: w\nname: W\nstate: {count: 0}\nreplies:\n"
+        "  - when: {exact: ''}\n"
+        "    set: {count: many, zz: 1}\n"
+        "    say: '{{ user.nmae }}'\n"
+    )
+    code, lines = lint_lines(capsys, f)
+    assert code == 1
+    text = "\n".join(lines)
+    assert "replies[0].when.exact" in text  # the trigger's own problem
+    assert "count" in text and "many" in text  # the wrong type, in the same run
+    assert "zz" in text  # the unknown state key
+    assert "nmae" in text  # the attribute typo in `say`

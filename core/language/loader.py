@@ -104,6 +104,10 @@ _SALVAGE_ROUNDS = 16
 _PLACEHOLDERS: dict[str, str] = {"persona": "unnamed", "name": "unnamed"}
 
 
+#: The trigger given to a reply whose own is broken, while the rest of the file is checked.
+_NEVER = "\ufffe never matches \ufffe"
+
+
 def _prune(work: dict[Any, Any], loc: DataPath, dropped: dict[str, set[int]]) -> None:
     """Remove from ``work`` the deepest part of ``loc`` that exists (see :func:`_salvage`)."""
     if loc and loc[0] in _PLACEHOLDERS and (len(loc) == 1 or loc[0] not in work):
@@ -116,6 +120,11 @@ def _prune(work: dict[Any, Any], loc: DataPath, dropped: dict[str, set[int]]) ->
             break
         node = node[part]
         found = (*found, part)
+    if len(found) >= 3 and found[0] == "replies" and found[2] == "when":
+        # A broken trigger would drop the whole reply, and its `say`, `set` and `if` would go
+        # unchecked until it is fixed: give it one that never matches, and check the rest.
+        work["replies"][found[1]]["when"] = {"exact": [_NEVER]}
+        return
     # Deleting an item of a nested list would shift the indices its neighbours are reported at.
     while len(found) > 2 and isinstance(found[-1], int):
         found = found[:-1]
