@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
-import getpass
-import io
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -94,8 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--limit", type=count, default=50, metavar="N", help="last N rows (default: 50; 0 = all)")
     log.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
 
-    from .commands import add_runtime_commands
-    from .parsers import add_init_command, add_report_command, add_test_command
+    from .parsers import add_init_command, add_report_command, add_runtime_commands, add_test_command
 
     add_runtime_commands(sub)
     add_report_command(sub)
@@ -121,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
+        import asyncio  # imported here: `personae --help` should not pay for it (nor json, csv, getpass)
+
         return int(asyncio.run(_dispatch(args)) or 0)
     except KeyboardInterrupt:
         return 130
@@ -206,6 +202,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     result = lint(paths)
     failing = result.diagnostics if args.strict else result.errors
     if args.format == "json":
+        import json
+
         sys.stdout.write(json.dumps([d.as_dict() for d in result.diagnostics], indent=2, ensure_ascii=False) + "\n")
     else:
         for d in result.diagnostics:
@@ -235,12 +233,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
         from ..language.schema import json_schema
 
         schema = json_schema()
+    import json
+
     sys.stdout.write(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
     return 0
 
 
 def _default_user() -> str:
     try:
+        import getpass
+
         return getpass.getuser()
     except Exception:
         return os.environ.get("USER", "you")
@@ -306,8 +308,13 @@ async def cmd_log(args: argparse.Namespace) -> int:
             persona=args.persona, direction=args.direction, since=since, limit=args.limit or None
         )
     if args.format == "json":
+        import json
+
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     elif args.format == "csv":
+        import csv
+        import io
+
         buf = io.StringIO()
         fields = list(rows[0]) if rows else ["id", "ts", "direction", "persona", "text"]
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")

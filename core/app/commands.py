@@ -17,89 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..language.errors import ConfigError, PersonaeError, did_you_mean
-from .arguments import identifier, key_value, seed_arg
 
 log = logging.getLogger("personae")
-
-
-def add_runtime_commands(sub: Any) -> None:
-    """Register ``run``, ``replay`` and ``emit``."""
-    run = sub.add_parser(
-        "run",
-        help="start the bot described by bot.toml",
-        description=(
-            "Start every adapter, timeline and schedule in bot.toml. Ctrl-C (SIGINT) or SIGTERM stops it "
-            "gracefully: adapters stopped, queued messages delivered (bounded wait), log flushed."
-        ),
-    )
-    run.add_argument("--config", default="bot.toml", metavar="FILE", help="bot configuration (default: bot.toml)")
-    run.add_argument("--until-done", action="store_true", help="exit when the replayed timelines are finished")
-    run.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
-
-    rp = sub.add_parser(
-        "replay",
-        help="replay a timeline on a virtual clock",
-        description=(
-            "Replay a timeline (YAML, CSV or .ics) on a virtual clock. Each post is printed with its mission time. "
-            "A replay that is killed can be finished with --resume RUN: nothing is posted twice and nothing skipped "
-            "(at most the one message in flight at the kill can repeat)."
-        ),
-    )
-    rp.add_argument("timeline", metavar="TIMELINE", help="timeline file")
-    rp.add_argument(
-        "--speed",
-        default=None,
-        help="mission seconds per real second, or 'max' (default: 3600; with --resume, the run's unless given)",
-    )
-    rp.add_argument("--from", dest="start", metavar="DATE", help="start at this mission time (ISO 8601, UTC)")
-    rp.add_argument("--to", dest="end", metavar="DATE", help="stop after this mission time (a date: after that day)")
-    rp.add_argument(
-        "--adapter",
-        action="append",
-        metavar="NAME",
-        type=identifier,
-        help="deliver through this bot.toml adapter (repeatable)",
-    )
-    rp.add_argument("--dry-run", action="store_true", help="print the transcript; write nothing, send nothing")
-    rp.add_argument("--resume", metavar="RUN", type=identifier, help="finish an interrupted replay run")
-    rp.add_argument("--seed", type=seed_arg, default=None, help="seed for random picks (default: bot.toml's, else 0)")
-    rp.add_argument("--config", default=None, metavar="FILE", help="bot configuration (default: bot.toml if present)")
-    rp.add_argument(
-        "--personas",
-        action="append",
-        metavar="PATH",
-        help="persona files or folders (default: from bot.toml, else personas/)",
-    )
-    rp.add_argument(
-        "--db",
-        default=None,
-        metavar="FILE",
-        help="SQLite file or postgresql:// URL (default: from bot.toml, else personae.db)",
-    )
-    rp.add_argument("--no-schedules", action="store_true", help="do not run the personas' cron schedules")
-    rp.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
-
-    em = sub.add_parser(
-        "emit",
-        help="raise one event now and deliver the reactions",
-        description="Raise EVENT with key=value data, deliver the reactions through bot.toml's adapters, and exit.",
-    )
-    em.add_argument("event", metavar="EVENT", type=identifier)
-    em.add_argument("data", nargs="*", metavar="KEY=VALUE", type=key_value, help="event data, e.g. site=Agilkia")
-    em.add_argument("--persona", metavar="ID", type=identifier, help="only this persona reacts")
-    em.add_argument("--config", default="bot.toml", metavar="FILE", help="bot configuration (default: bot.toml)")
-    em.add_argument("--dry-run", action="store_true", help="print the reactions; write nothing, send nothing")
-    em.add_argument(
-        "--to",
-        metavar="URL",
-        help="post the event to a running bot's [http] intake instead (e.g. http://127.0.0.1:8787); prints its id",
-    )
-    em.add_argument(
-        "--secret-env",
-        default="PERSONAE_HTTP_SECRET",
-        metavar="NAME",
-        help="with --to: the environment variable holding the secret (default: PERSONAE_HTTP_SECRET)",
-    )
 
 
 async def run_command(args: argparse.Namespace) -> int:
