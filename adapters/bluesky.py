@@ -249,10 +249,7 @@ class BlueskyAdapter(Adapter):
         #: The newest notification time handled, and the notifications at that time (one may follow another).
         self._watermark = ""
         self._seen: OrderedDict[str, None] = OrderedDict()
-        #: Post URI -> (its CID, the root of its thread), for posts recently seen or sent (bounded).
-        self._posts: OrderedDict[str, tuple[str, Ref]] = OrderedDict()
-        #: Handle -> DID of mentions written by the persona.
-        self._dids: dict[str, str | None] = {}
+        self._repo = _Repository(self)
 
     def _new_client(self) -> AsyncClient:
         from atproto_client.request import AsyncRequest
@@ -397,10 +394,10 @@ class BlueskyAdapter(Adapter):
             return None
         record = notification.record
         itself = Ref(str(notification.uri), str(notification.cid))
-        self._remember(itself, _thread_root(record, itself))
+        self._repo.remember(itself, _thread_root(record, itself))
         text = strip_leading_mentions(str(_field(record, "text", "") or ""))
         kind = "text"
-        if _field(record, "reply") is not None and await self._thread_full(itself.uri):
+        if _field(record, "reply") is not None and await self._repo.thread_full(itself.uri):
             kind = "thread cap"
         handle = str(author.handle)
         admins = {str(a).lstrip("@").lower() for a in self.config.admins}
@@ -421,32 +418,6 @@ class BlueskyAdapter(Adapter):
             adapter=self.name,
             kind=kind,
         )
-
-    async def _thread_full(self, uri: str) -> bool:
-        """Whether the persona already answered ``max_replies_per_thread`` times above this post."""
-        try:
-            params = models.AppBskyFeedGetPostThread.Params(uri=uri, depth=0, parent_height=1000)
-            thread = (await self._call(lambda: self._client.app.bsky.feed.get_post_thread(params))).thread
-        except (AtProtocolError, httpx.HTTPError) as exc:
-            log.warning("bluesky %s: cannot read the thread of %s: %s", self.name, uri, _describe(exc))
-            return False
-        replies = 0
-        node = _field(thread, "parent")
-        while node is not None and _field(node, "post") is not None:
-            post = node.post
-            parent = _field(node, "parent")
-            parent_author = _field(_field(_field(parent, "post"), "author"), "did")
-            # A reply is one of our posts answering someone else (the pieces of a long one answer us).
-            if post.author.did == self.did and parent_author is not None and parent_author != self.did:
-                replies += 1
-            node = parent
-        return replies >= self.max_replies_per_thread
-
-    def _remember(self, post: Ref, root: Ref) -> None:
-        self._posts[post.uri] = (post.cid, root)
-        self._posts.move_to_end(post.uri)
-        while len(self._posts) > 10_000:
-            self._posts.popitem(last=False)
 
     # -- posts out
 
@@ -480,9 +451,9 @@ class BlueskyAdapter(Adapter):
             text = f"@{delivery.chat} {text}"  # news for a subscriber: the only mention the adapter adds
         reply = None
         if parent is not None:
-            cid, root = await self._lookup(parent)
+            cid, root = await self._repo.lookup(parent)
             reply = models.AppBskyFeedPost.ReplyRef(parent=Ref(parent, cid).model(), root=root.model())
-        facets = [f.model(did) for f, did in await self._facets(text) if f.kind != "mention" or did]
+        facets = [f.model(did) for f, did in await self._repo.facets(text) if f.kind != "mention" or did]
         record = models.AppBskyFeedPost.Record(
             text=text,
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -500,70 +471,124 @@ class BlueskyAdapter(Adapter):
         except (AtProtocolError, httpx.HTTPError) as exc:
             # A lost answer, or the PDS refusing a record key that exists (a 500 today, maybe a 409
             # later): the post may be there already. Only what the PDS holds says whether it is.
-            existing = await self._existing(rkey) if rkey else None
+            existing = await self._repo.existing(rkey) if rkey else None
             if existing is None:
                 raise
             log.info("bluesky %s: %s was already posted (%s)", self.name, delivery.key, _describe(exc))
             ref = existing
         root = Ref(reply.root.uri, reply.root.cid) if reply is not None else ref
-        self._remember(ref, root)
+        self._repo.remember(ref, root)
         return Receipt((ref.uri,))
-
-    async def _existing(self, rkey: str) -> Ref | None:
-        """The post with record key ``rkey`` in the account's repository, if there is one."""
-        params = models.ComAtprotoRepoGetRecord.Params(repo=self.did or "", collection=POST, rkey=rkey)
-        try:
-            found = await self._call(lambda: self._client.com.atproto.repo.get_record(params))
-        except BadRequestError as exc:
-            if _error_name(exc) == "RecordNotFound":
-                return None
-            raise
-        return Ref(str(found.uri), str(found.cid)) if found.cid else None
-
-    async def _lookup(self, uri: str) -> tuple[str, Ref]:
-        """The CID of post ``uri`` and the root of its thread (asked of Bluesky after a restart)."""
-        known = self._posts.get(uri)
-        if known is not None:
-            return known
-        if self.did and uri.startswith(f"at://{self.did}/"):  # our own post (a piece before a restart)
-            params = models.ComAtprotoRepoGetRecord.Params(repo=self.did, collection=POST, rkey=_rkey(uri))
-            found = await self._call(lambda: self._client.com.atproto.repo.get_record(params))
-            post, record = Ref(uri, str(found.cid)), found.value
-        else:
-            posts = await self._call(
-                lambda: self._client.app.bsky.feed.get_posts(models.AppBskyFeedGetPosts.Params(uris=[uri]))
-            )
-            if not posts.posts:
-                raise DeliveryError(f"the post answered is gone: {uri}", permanent=True)
-            post, record = Ref(uri, str(posts.posts[0].cid)), posts.posts[0].record
-        root = _thread_root(record, post)
-        self._remember(post, root)
-        return post.cid, root
-
-    async def _facets(self, text: str) -> list[tuple[Facet, str | None]]:
-        """The facets of ``text``, each mention with the DID its handle resolves to (``None``: it does not)."""
-        out: list[tuple[Facet, str | None]] = []
-        for facet in find_facets(text):
-            did = None
-            if facet.kind == "mention":
-                if facet.value not in self._dids:
-                    self._dids[facet.value] = await self._resolve(facet.value)
-                did = self._dids[facet.value]
-            out.append((facet, did))
-        return out
-
-    async def _resolve(self, handle: str) -> str | None:
-        try:
-            params = models.ComAtprotoIdentityResolveHandle.Params(handle=handle)
-            return str((await self._call(lambda: self._client.com.atproto.identity.resolve_handle(params))).did)
-        except BadRequestError:
-            return None  # no such handle: the text stays, without a mention
 
     def _langs(self) -> list[str] | None:
         locale = self.language or self.locale
         if not locale:
             return None
         return [locale.replace("_", "-")]
+
+
+class _Repository:
+    """What the adapter asks Bluesky about posts and handles, and remembers of the answers.
+
+    A reply needs the CID of the post it answers and the root of its thread; after a
+    restart only Bluesky knows them. Posts recently seen or sent are kept (bounded), so a
+    thread's next piece asks nothing.
+    """
+
+    def __init__(self, adapter: BlueskyAdapter) -> None:
+        self._adapter = adapter
+        #: Post URI -> (its CID, the root of its thread), for posts recently seen or sent (bounded).
+        self._posts: OrderedDict[str, tuple[str, Ref]] = OrderedDict()
+        #: Handle -> DID of mentions written by the persona.
+        self._dids: dict[str, str | None] = {}
+
+    async def thread_full(self, uri: str) -> bool:
+        """Whether the persona already answered ``max_replies_per_thread`` times above this post."""
+        try:
+            params = models.AppBskyFeedGetPostThread.Params(uri=uri, depth=0, parent_height=1000)
+            thread = (
+                await self._adapter._call(lambda: self._adapter._client.app.bsky.feed.get_post_thread(params))
+            ).thread
+        except (AtProtocolError, httpx.HTTPError) as exc:
+            log.warning("bluesky %s: cannot read the thread of %s: %s", self._adapter.name, uri, _describe(exc))
+            return False
+        replies = 0
+        node = _field(thread, "parent")
+        while node is not None and _field(node, "post") is not None:
+            post = node.post
+            parent = _field(node, "parent")
+            parent_author = _field(_field(_field(parent, "post"), "author"), "did")
+            # A reply is one of our posts answering someone else (the pieces of a long one answer us).
+            if (
+                post.author.did == self._adapter.did
+                and parent_author is not None
+                and parent_author != self._adapter.did
+            ):
+                replies += 1
+            node = parent
+        return replies >= self._adapter.max_replies_per_thread
+
+    def remember(self, post: Ref, root: Ref) -> None:
+        self._posts[post.uri] = (post.cid, root)
+        self._posts.move_to_end(post.uri)
+        while len(self._posts) > 10_000:
+            self._posts.popitem(last=False)
+
+    async def existing(self, rkey: str) -> Ref | None:
+        """The post with record key ``rkey`` in the account's repository, if there is one."""
+        params = models.ComAtprotoRepoGetRecord.Params(repo=self._adapter.did or "", collection=POST, rkey=rkey)
+        try:
+            found = await self._adapter._call(lambda: self._adapter._client.com.atproto.repo.get_record(params))
+        except BadRequestError as exc:
+            if _error_name(exc) == "RecordNotFound":
+                return None
+            raise
+        return Ref(str(found.uri), str(found.cid)) if found.cid else None
+
+    async def lookup(self, uri: str) -> tuple[str, Ref]:
+        """The CID of post ``uri`` and the root of its thread (asked of Bluesky after a restart)."""
+        known = self._posts.get(uri)
+        if known is not None:
+            return known
+        if self._adapter.did and uri.startswith(
+            f"at://{self._adapter.did}/"
+        ):  # our own post (a piece before a restart)
+            params = models.ComAtprotoRepoGetRecord.Params(repo=self._adapter.did, collection=POST, rkey=_rkey(uri))
+            found = await self._adapter._call(lambda: self._adapter._client.com.atproto.repo.get_record(params))
+            post, record = Ref(uri, str(found.cid)), found.value
+        else:
+            posts = await self._adapter._call(
+                lambda: self._adapter._client.app.bsky.feed.get_posts(models.AppBskyFeedGetPosts.Params(uris=[uri]))
+            )
+            if not posts.posts:
+                raise DeliveryError(f"the post answered is gone: {uri}", permanent=True)
+            post, record = Ref(uri, str(posts.posts[0].cid)), posts.posts[0].record
+        root = _thread_root(record, post)
+        self.remember(post, root)
+        return post.cid, root
+
+    async def facets(self, text: str) -> list[tuple[Facet, str | None]]:
+        """The facets of ``text``, each mention with the DID its handle resolves to (``None``: it does not)."""
+        out: list[tuple[Facet, str | None]] = []
+        for facet in find_facets(text):
+            did = None
+            if facet.kind == "mention":
+                if facet.value not in self._dids:
+                    self._dids[facet.value] = await self.resolve(facet.value)
+                did = self._dids[facet.value]
+            out.append((facet, did))
+        return out
+
+    async def resolve(self, handle: str) -> str | None:
+        try:
+            params = models.ComAtprotoIdentityResolveHandle.Params(handle=handle)
+            return str(
+                (
+                    await self._adapter._call(lambda: self._adapter._client.com.atproto.identity.resolve_handle(params))
+                ).did
+            )
+        except BadRequestError:
+            return None  # no such handle: the text stays, without a mention
 
 
 def _error_name(exc: BaseException) -> str:

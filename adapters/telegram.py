@@ -311,74 +311,7 @@ class TelegramAdapter(Adapter):
 
     def to_incoming(self, update: Update) -> Any:
         """Map an update to an :class:`Incoming` (non-text updates get a ``kind`` and are logged, not answered)."""
-        from personae.engine.messages import Chat, Incoming, User
-
-        member = update.my_chat_member
-        if member is not None:
-            # The bot itself was added to, or removed from, a chat (or blocked in a private one).
-            status = member.new_chat_member.status
-            who = member.from_user
-            return Incoming(
-                self.persona,
-                self.platform,
-                Chat(str(member.chat.id), member.chat.type, member.chat.title),
-                User(str(who.id), who.full_name, who.username, str(who.id) in self.config.admins),
-                f"bot is now {status}",
-                bot_username=self.username,
-                received_at=member.date.astimezone(UTC),
-                adapter=self.name,
-                kind="removed" if status in ("kicked", "left") else "added",
-            )
-        message: Message | None = update.message or update.edited_message or update.channel_post
-        if message is None:
-            return None
-        kind = "text"
-        text = message.text or message.caption or ""
-        if update.edited_message is not None:
-            kind = "edited"
-        elif update.channel_post is not None:
-            kind = "channel_post"
-        elif message.new_chat_members:
-            kind, text = "join", " ".join(u.full_name for u in message.new_chat_members)
-        elif message.left_chat_member is not None:
-            kind, text = "leave", message.left_chat_member.full_name
-        elif message.sticker is not None:
-            kind, text = "sticker", message.sticker.emoji or ""
-        elif message.photo:
-            kind = "photo"
-        elif message.text is None:
-            kind = "other"
-        chat = message.chat
-        if kind == "text" and chat.type in ("group", "supergroup") and not self._addressed(message):
-            kind = "chatter"  # group talk not meant for the bot: privacy, and no fallback spam
-        sender = message.from_user
-        user = (
-            User(str(sender.id), sender.full_name, sender.username, str(sender.id) in self.config.admins)
-            if sender
-            else User("unknown", "someone")
-        )
-        return Incoming(
-            self.persona,
-            self.platform,
-            Chat(str(chat.id), chat.type, chat.title),
-            user,
-            text,
-            message_id=str(message.message_id),
-            bot_username=self.username,
-            received_at=message.date.astimezone(UTC) if message.date else datetime.now(UTC),
-            adapter=self.name,
-            kind=kind,
-        )
-
-    def _addressed(self, message: Message) -> bool:
-        text = message.text or ""
-        if text.startswith("/"):
-            return True
-        name = self.username
-        if name and f"@{name.lower()}" in text.lower():
-            return True
-        reply = message.reply_to_message
-        return bool(reply and reply.from_user and reply.from_user.id == self.bot.id)
+        return read_update(update, self)
 
     # -- messages out
 
@@ -425,3 +358,79 @@ def _retry_seconds(exc: RetryAfter) -> float:
         warnings.simplefilter("ignore", DeprecationWarning)
         wait = exc.retry_after
     return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+
+
+def read_update(update: Update, adapter: TelegramAdapter) -> Any:
+    """The :class:`Incoming` for ``update`` as ``adapter`` receives it (``None``: nothing to handle).
+
+    Kept apart from the adapter, which connects and sends: this only reads what Telegram sent.
+    """
+    from personae.engine.messages import Chat, Incoming, User
+
+    member = update.my_chat_member
+    if member is not None:
+        # The bot itself was added to, or removed from, a chat (or blocked in a private one).
+        status = member.new_chat_member.status
+        who = member.from_user
+        return Incoming(
+            adapter.persona,
+            adapter.platform,
+            Chat(str(member.chat.id), member.chat.type, member.chat.title),
+            User(str(who.id), who.full_name, who.username, str(who.id) in adapter.config.admins),
+            f"bot is now {status}",
+            bot_username=adapter.username,
+            received_at=member.date.astimezone(UTC),
+            adapter=adapter.name,
+            kind="removed" if status in ("kicked", "left") else "added",
+        )
+    message: Message | None = update.message or update.edited_message or update.channel_post
+    if message is None:
+        return None
+    kind = "text"
+    text = message.text or message.caption or ""
+    if update.edited_message is not None:
+        kind = "edited"
+    elif update.channel_post is not None:
+        kind = "channel_post"
+    elif message.new_chat_members:
+        kind, text = "join", " ".join(u.full_name for u in message.new_chat_members)
+    elif message.left_chat_member is not None:
+        kind, text = "leave", message.left_chat_member.full_name
+    elif message.sticker is not None:
+        kind, text = "sticker", message.sticker.emoji or ""
+    elif message.photo:
+        kind = "photo"
+    elif message.text is None:
+        kind = "other"
+    chat = message.chat
+    if kind == "text" and chat.type in ("group", "supergroup") and not _addressed(message, adapter):
+        kind = "chatter"  # group talk not meant for the bot: privacy, and no fallback spam
+    sender = message.from_user
+    user = (
+        User(str(sender.id), sender.full_name, sender.username, str(sender.id) in adapter.config.admins)
+        if sender
+        else User("unknown", "someone")
+    )
+    return Incoming(
+        adapter.persona,
+        adapter.platform,
+        Chat(str(chat.id), chat.type, chat.title),
+        user,
+        text,
+        message_id=str(message.message_id),
+        bot_username=adapter.username,
+        received_at=message.date.astimezone(UTC) if message.date else datetime.now(UTC),
+        adapter=adapter.name,
+        kind=kind,
+    )
+
+
+def _addressed(message: Message, adapter: TelegramAdapter) -> bool:
+    text = message.text or ""
+    if text.startswith("/"):
+        return True
+    name = adapter.username
+    if name and f"@{name.lower()}" in text.lower():
+        return True
+    reply = message.reply_to_message
+    return bool(reply and reply.from_user and reply.from_user.id == adapter.bot.id)
