@@ -66,7 +66,7 @@ async def run(n: int, db: Path) -> dict[str, float]:
     store = await Store(db).open()
     clock = VirtualClock(timeline.start, None)
     bot = Bot(personas, adapters, store=store, clock=clock, options=BotOptions(run="bench", persist_state=False))
-    bot.linger = 0.02
+    bot.outlet.linger = 0.02
     await store.replay_start("bench", timeline.id, {})
     t0 = time.perf_counter()
     await bot.start(schedules=False)

@@ -105,7 +105,7 @@ async def test_every_message_delivered_exactly_once_despite_failures(persona_dir
     bot.dispatchers["tg"].base_backoff = 0.01
     try:
         await store.subscribe_many("tg", ["100", "200", "300"], "lander")
-        bot._subscribers["tg"] = ["100", "200", "300"]
+        bot.outlet.subscribers["tg"] = ["100", "200", "300"]
         for i in range(5):
             await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key=f"e{i}")))
         await bot.drain()
@@ -155,7 +155,7 @@ async def test_blocked_chat_is_unsubscribed_once_without_retry_storm(persona_dir
     bot, tg = await make_bot(persona_dir, store, failures={"300": [gone]})
     try:
         await store.subscribe_many("tg", ["100", "300"], "lander")
-        bot._subscribers["tg"] = ["100", "300"]
+        bot.outlet.subscribers["tg"] = ["100", "300"]
         for i in range(3):
             await bot.deliver(await bot.engine.dispatch(Event("drain", T0, key=f"e{i}")))
         await bot.drain()

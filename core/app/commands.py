@@ -331,13 +331,13 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         redactor=redactor,
     )
     if store is not None:
-        bot.linger = 0.02 if speed is None else 0.0
+        bot.outlet.linger = 0.02 if speed is None else 0.0
 
         async def written(at: datetime | None) -> None:
             if at is not None:
                 await store.replay_progress(run, at.isoformat())
 
-        bot.on_written = written
+        bot.outlet.on_written = written
         sys.stderr.write(
             f"replay run {run}" + (f" (resuming from {resume_at.isoformat()})" if resume_at else "") + "\n"
         )

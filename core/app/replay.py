@@ -104,7 +104,7 @@ async def replay(
     """
     events = [e for e in timeline.events if end is None or e.at <= end]
     if start is not None:
-        bot.silent_until = start
+        bot.outlet.silent_until = start
         bot.engine.log_from = start
     # A resumed run logs its past again: the rows the kill lost are written, the others ignored
     # (their keys are in the log already). Skipping the past lost the rows of the crash window.
@@ -143,7 +143,7 @@ def _fire(
     async def fire() -> None:
         then()
         await bot.deliver(await bot.engine.dispatch(ev.to_event(timeline.id, run)))
-        if progress is not None and not (bot.silent_until and ev.at < bot.silent_until):
+        if progress is not None and not (bot.outlet.silent_until and ev.at < bot.outlet.silent_until):
             progress.advance(ev.at)  # the bar counts the window, not the silent prelude
         if on_event is not None:
             on_event(ev)

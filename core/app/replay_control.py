@@ -195,7 +195,7 @@ class ReplayControl:
         clock_start = min(timeline.start, request.start) if request.start else timeline.start
         clock = VirtualClock(clock_start, speed, fast_until=request.start)
         fork = self.bot.fork(clock=clock, run=run, target=(adapter, incoming.chat.id) if request.here else None)
-        fork.linger = 0.02 if speed is None else 0.0
+        fork.outlet.linger = 0.02 if speed is None else 0.0
         cur.fork = fork
         # Claimed before the first await: a second /replay arriving meanwhile is refused.
         self._current = cur

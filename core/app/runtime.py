@@ -24,27 +24,21 @@ from personae.adapters.base import Adapter, PlatformUnreachable, Receipt
 
 from ..delivery.dispatcher import Dispatcher
 from ..delivery.secrets import Redactor, install_log_redaction
-from ..delivery.split import split_message
 from ..engine.engine import Engine, EngineError
-from ..engine.messages import Event, Incoming, Outgoing
+from ..engine.messages import Incoming, Outgoing
 from ..engine.persona import Persona
 from ..language.errors import ConfigError, PersonaeError
 from ..language.templates import TemplateRenderError
 from ..storage.interface import Storage
-from ..storage.records import LogRow, OutboxItem, OutboxRow
+from ..storage.records import LogRow, OutboxItem
 from ..timing.clock import Clock, SystemClock
-from ..timing.cron import fire_times
-from ..timing.scheduler import Handle, Scheduler
+from ..timing.scheduler import Scheduler
+from .builtins import Builtins, speaker_for
 from .metrics import Metrics
+from .outlet import Outlet, Transcript
+from .schedules import CronSchedules
 
 log = logging.getLogger("personae.app.runtime")
-
-#: Queued outbox rows written as soon as there are this many (not after ``linger``).
-_OUTBOX_BATCH = 2000
-#: Queued outbox rows at which :meth:`Bot.deliver` waits for the disk (bounds memory).
-_OUTBOX_HIGH_WATER = 20_000
-
-Transcript = Callable[[Outgoing], None]
 
 
 class AdminReplays(Protocol):
@@ -126,10 +120,15 @@ class Bot:
         self._reload = reload
         self.session = self.options.run or uuid.uuid4().hex[:12]
         self.scheduler = Scheduler(self.clock, on_error=self._scheduler_error)
-        #: Who speaks for each (persona, platform): the adapters a message is queued on.
-        self._speakers: dict[tuple[str, str], list[Adapter]] = {}
-        for a in self.adapters:
-            self._speakers.setdefault((a.persona, a.platform), []).append(a)
+        self.dispatchers: dict[str, Dispatcher] = {}
+        #: The outgoing side: outbox writes and who receives broadcasts.
+        self.outlet = Outlet(
+            store, self.adapters, self.dispatchers, session=self.session, run=self.options.run, transcript=transcript
+        )
+        self.deliver = self.outlet.deliver
+        self.flush = self.outlet.flush
+        self.subscribe = self.outlet.subscribe
+        self.unsubscribe = self.outlet.unsubscribe
         platforms = {a.platform: a.limits.dialect for a in self.adapters} or {"console": "plain"}
         voices: dict[str, list[str]] = {}
         for a in self.adapters:
@@ -141,7 +140,7 @@ class Bot:
             store=store,
             clock=self.clock,
             scheduler=self.scheduler,
-            sink=self.deliver,
+            sink=self.outlet.deliver,
             platforms=platforms,
             voices=voices,
             seed=self.options.seed,
@@ -150,30 +149,17 @@ class Bot:
         )
         if not self.options.persist_state:
             self.engine.persist_state = False
-        self.dispatchers: dict[str, Dispatcher] = {}
         #: This bot's Prometheus metrics (``GET /metrics`` of the HTTP intake).
         self.metrics = Metrics()
         self.metrics.watch_delivery(lambda: {lane: d.stats for lane, d in self.dispatchers.items()})
         self._platform_of = {a.name: a.platform for a in self.adapters}
         self._tasks: list[asyncio.Task[Any]] = []
         self._started: list[Adapter] = []
-        self._subscribers: dict[str, list[str]] = {}
-        self._rows: list[OutboxRow] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_lock = asyncio.Lock()
-        self._schedules_on = False
-        self._cron: dict[tuple[str, int], Handle] = {}
-        #: Whose cron entries run, and whom their emits reach (a replayed timeline's cast; ``None``: all).
-        self._schedule_cast: frozenset[str] | None = None
-        #: Seconds queued rows may wait to be written together (0: next loop turn).
-        self.linger = 0.0
-        #: Called after each outbox write, with the mission time of the last message written.
-        self.on_written: Callable[[datetime | None], Awaitable[None]] | None = None
-        self._last_at: datetime | None = None
-        #: Messages from before this mission time are dropped (a replay's silent prelude).
-        self.silent_until: datetime | None = None
-        #: ``(adapter, chat)``: broadcasts go only there (an admin's ``/replay here``).
-        self.target: tuple[str, str] | None = None
+        #: The personas' cron entries (:meth:`CronSchedules.start` / ``stop``).
+        self.schedules = CronSchedules(
+            self.engine, self.clock, self.scheduler, self.outlet.deliver, run=self.options.run
+        )
+        self._builtins = Builtins(self, self._log_in)
         #: Serves the admin command ``/replay`` (see :mod:`personae.app.replay_control`).
         self.replays: AdminReplays | None = None
 
@@ -199,20 +185,14 @@ class Bot:
             ),
             redactor=self.redactor,
         )
-        child.dispatchers = self.dispatchers
-        child._subscribers = self._subscribers
-        child.target = target
+        child.dispatchers = child.outlet.dispatchers = self.dispatchers
+        child.outlet.subscribers = self.outlet.subscribers
+        child.outlet.target = target
         return child
 
     async def discard(self) -> None:
         """Drop what a (cancelled) fork has queued but not yet written."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        async with self._flush_lock:
-            self._rows.clear()
+        await self.outlet.discard()
 
     # -- lifecycle
 
@@ -228,8 +208,7 @@ class Bot:
         lanes: dict[str, list[Adapter]] = {}
         for a in self.adapters:
             lanes.setdefault(a.lane or a.name, []).append(a)
-            if self.store is not None:
-                self._subscribers[a.name] = await self.store.subscribers(a.name)
+        await self.outlet.load_subscribers()
         try:
             async with asyncio.TaskGroup() as group:
                 for lane, members in lanes.items():
@@ -291,47 +270,12 @@ class Bot:
             return
 
     def start_schedules(self, after: datetime | None = None, *, cast: frozenset[str] | None = None) -> None:
-        """Put every persona's cron entries on the scheduler (again: the previous ones are taken off).
-
-        With ``cast`` (a replayed timeline's), only those personas' entries run, and what they
-        emit reaches only that cast: a persona outside the timeline never posts in its replay.
-        """
-        self.stop_schedules()
-        self._schedules_on = True
-        self._schedule_cast = cast
-        for persona in self.engine.personas.values():
-            if cast is not None and persona.id not in cast:
-                continue
-            for i in range(len(persona.schedule)):
-                self._next_cron(persona.id, i, after or self.clock.now())
+        """Put the personas' cron entries on the scheduler (see :meth:`CronSchedules.start`)."""
+        self.schedules.start(after, cast=cast)
 
     def stop_schedules(self) -> None:
-        """Take every cron entry off the scheduler (a replayed mission is over: its clock must not run on)."""
-        self._schedules_on = False
-        for handle in self._cron.values():
-            handle.cancel()
-        self._cron.clear()
-
-    def _next_cron(self, persona_id: str, index: int, after: datetime) -> None:
-        persona = self.engine.personas.get(persona_id)
-        if not self._schedules_on or persona is None or index >= len(persona.schedule):
-            self._cron.pop((persona_id, index), None)
-            return
-        entry = persona.schedule[index]
-        when = next(fire_times(entry.cron, after, entry.timezone), None)
-        if when is None:
-            return
-
-        async def fire() -> None:
-            p = self.engine.personas.get(persona_id)
-            if p is not None and index < len(p.schedule):
-                s = p.schedule[index]
-                key = f"{self.options.run or 'live'}|cron:{persona_id}:{index}:{when.isoformat()}"
-                event = Event(s.event, when, {}, "schedule", persona_id, 0, key, self._schedule_cast)
-                await self.deliver(await self.engine.react(p, s.action, event))
-            self._next_cron(persona_id, index, when)
-
-        self._cron[(persona_id, index)] = self.scheduler.call_at(when, fire, recurring=True)
+        """Take every cron entry off the scheduler."""
+        self.schedules.stop()
 
     async def drain(self) -> None:
         """Wait until every queued message has been delivered (or failed for good)."""
@@ -364,11 +308,7 @@ class Bot:
         for a in reversed(self._started):
             await _quietly_stop(a)
         self._started.clear()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        await self.outlet.stop_flusher()
         if self.store is not None:
             await self.flush()
             await self.store.flush()
@@ -392,7 +332,7 @@ class Bot:
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return
         try:
-            handled = await self._builtin(incoming)
+            handled = await self._builtins.answer(incoming)
             if handled is not None:
                 await self.deliver(handled)
                 self._count_replies(handled, arrived)
@@ -411,74 +351,6 @@ class Bot:
         for o in out:
             self.metrics.replies.labels(o.persona, o.rule).inc()
 
-    async def _builtin(self, incoming: Incoming) -> list[Outgoing] | None:
-        from ..engine.router import parse_command
-
-        cmd = parse_command(incoming.text, "/!")
-        if cmd is None:
-            return None
-        if cmd.bot and incoming.bot_username and cmd.bot.lower() != incoming.bot_username.lower():
-            return None
-        names = self.options.commands
-        adapter = self._adapter_for(incoming)
-        if adapter is None:
-            return None
-
-        def reply(text: str) -> list[Outgoing]:
-            return [
-                Outgoing(
-                    incoming.persona,
-                    incoming.platform,
-                    incoming.chat.id,
-                    text,
-                    incoming.message_id,
-                    f"builtin:{cmd.name}",
-                    key=f"reply:{adapter.name}:{incoming.chat.id}:{incoming.message_id}",
-                    at=self.clock.now(),
-                )
-            ]
-
-        persona = self.engine.personas.get(incoming.persona)
-        pname = persona.name if persona else incoming.persona
-        if names.subscribe and cmd.name == names.subscribe and self.store is not None:
-            new = await self.store.subscribe(adapter.name, incoming.chat.id, incoming.persona)
-            if new:
-                self._subscribers.setdefault(adapter.name, []).append(incoming.chat.id)
-            self._log_in(incoming, "builtin")
-            return reply(f"Subscribed: {pname}'s news will arrive here." if new else "This chat is already subscribed.")
-        if names.unsubscribe and cmd.name == names.unsubscribe and self.store is not None:
-            gone = await self.unsubscribe(adapter.name, incoming.chat.id)
-            self._log_in(incoming, "builtin")
-            return reply("Unsubscribed. Farewell!" if gone else "This chat was not subscribed.")
-        admin_cmds = {c for c in (names.emit, names.reload, names.replay) if c}
-        if cmd.name in admin_cmds:
-            if incoming.user.id not in adapter.config.admins and not incoming.user.is_admin:
-                self._log_in(incoming, "refused: not an admin")
-                log.warning("refused /%s from non-admin user %s on %s", cmd.name, incoming.user.id, adapter.name)
-                return reply("Sorry, only the bot's admins can do that.")
-            self._log_in(incoming, "admin")
-            if cmd.name == names.emit:
-                from .chat import parse_event_line
-
-                try:
-                    event = parse_event_line(f"!event {cmd.args}", self.clock.now(), source="admin")
-                except ValueError as exc:
-                    return reply(f"Usage: /{names.emit} EVENT key=value … ({exc})")
-                with self.engine.problems_of() as failed:
-                    await self.deliver(await self.engine.dispatch(event))
-                if failed:
-                    why = "; ".join(f"{p.persona} ({Path(p.where).name}): {p.message}" for p in failed[:3])
-                    return reply(f"Event '{event.name}' raised, but {len(failed)} reaction(s) failed: {why}")
-                if not self.engine.reacts_to(event.name):
-                    return reply(f"Event '{event.name}' raised; no persona reacts to it.")
-                return reply(f"Event '{event.name}' raised.")
-            if cmd.name == names.replay:
-                if self.replays is None:
-                    return reply("No timeline is configured for replays (add one under [[timelines]] in bot.toml).")
-                return reply(await self.replays.command(cmd.args, incoming, adapter.name))
-            return reply(self.reload()[1])
-        return None
-
     def reload(self) -> tuple[bool, str]:
         """Reload personas; on any error keep the running version. Returns (ok, message)."""
         if self._reload is None:
@@ -491,12 +363,9 @@ class Bot:
         self.engine.reload(personas)
         return True, f"Reloaded {len(personas)} persona(s)."
 
-    def _adapter_for(self, incoming: Incoming) -> Adapter | None:
-        for a in self.adapters:
-            same = a.persona == incoming.persona and a.platform == incoming.platform
-            if same and incoming.adapter in (None, a.name):
-                return a
-        return None
+    def adapter_for(self, incoming: Incoming) -> Adapter | None:
+        """The adapter ``incoming`` came through."""
+        return speaker_for(self.adapters, incoming)
 
     def _log_in(self, incoming: Incoming, status: str) -> None:
         if self.store is not None:
@@ -519,138 +388,7 @@ class Bot:
                 )
             )
 
-    # -- messages out
-
-    async def deliver(self, outgoing: list[Outgoing]) -> None:
-        """Queue messages: expand broadcasts, split long text, write the outbox, wake dispatchers."""
-        if self.silent_until is not None:
-            outgoing = [o for o in outgoing if o.at is None or o.at >= self.silent_until]
-        if self.target is not None:
-            outgoing = self._retarget(outgoing, *self.target)
-        if not outgoing:
-            return
-        if self.transcript is not None:
-            for o in outgoing:
-                self.transcript(o)
-        if self.store is None:
-            return
-        rows = self._rows
-        run = self.options.run
-        for o in outgoing:
-            for adapter in self._speakers.get((o.persona, o.platform), ()):
-                name = adapter.name
-                if o.chat is not None:
-                    if o.adapter is not None and o.adapter != name:
-                        continue
-                    chats: Sequence[str] = (o.chat,)
-                    base = f"{self.session}|{o.key}"
-                else:
-                    subs = self._subscribers.get(name, [])
-                    channels = adapter.channels
-                    chats = list(dict.fromkeys([*map(str, channels), *subs])) if channels else subs
-                    base = o.key
-                limits = adapter.limits
-                mission = o.at.isoformat() if o.at else None
-                persona, event, rule = o.persona, o.event, o.rule
-                if limits.measure != "utf16":
-                    # Such a platform may prefix each piece per chat (Mastodon: "@author "): split per chat.
-                    for chat in chats:
-                        room = limits.max_length - adapter.reserve(chat)
-                        for n, part in enumerate(split_message(o.text, room, limits.dialect, limits.measure)):
-                            reply_to = o.reply_to if n == 0 else None
-                            key = f"{base}|{name}|{chat}|{n}"
-                            rows.append((key, run, persona, name, chat, part, reply_to, event, rule, mission))
-                    continue
-                parts = split_message(o.text, limits.max_length, limits.dialect)
-                if len(parts) == 1:
-                    text, reply_to = parts[0], o.reply_to
-                    rows.extend(
-                        (f"{base}|{name}|{chat}|0", run, persona, name, chat, text, reply_to, event, rule, mission)
-                        for chat in chats
-                    )
-                    continue
-                for chat in chats:
-                    for n, part in enumerate(parts):
-                        reply_to = o.reply_to if n == 0 else None
-                        rows.append(
-                            (
-                                f"{base}|{name}|{chat}|{n}",
-                                run,
-                                persona,
-                                name,
-                                chat,
-                                part,
-                                reply_to,
-                                event,
-                                rule,
-                                mission,
-                            )
-                        )
-            if o.at is not None:
-                self._last_at = o.at
-        if len(rows) >= _OUTBOX_HIGH_WATER:
-            await self.flush()  # back-pressure: the producer waits for the disk
-        elif rows and self._flusher is None:
-            # A full batch is written at once, in the background: the caller goes on
-            # producing the next batch while SQLite commits this one.
-            delay = 0.0 if len(rows) >= _OUTBOX_BATCH else self.linger
-            self._flusher = asyncio.create_task(self._flush_soon(delay))
-
-    def _retarget(self, outgoing: list[Outgoing], name: str, chat: str) -> list[Outgoing]:
-        adapter = next((a for a in self.adapters if a.name == name), None)
-        if adapter is None:
-            return []
-        # Only what this adapter's persona says on its platform: another persona's
-        # broadcast has no voice in this chat, and must not fall back to everyone.
-        return [
-            replace(o, chat=chat, adapter=name) if o.chat is None else o
-            for o in outgoing
-            if o.persona == adapter.persona and o.platform == adapter.platform
-        ]
-
-    async def _flush_soon(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._flusher = None
-        try:
-            await self.flush()
-        except Exception as exc:  # the rows stay queued; the next flush retries them
-            log.error("could not write the outbox: %s", exc)
-
-    async def flush(self) -> None:
-        """Write queued outbox rows now (one transaction) and wake the dispatchers."""
-        if self.store is None:
-            return
-        async with self._flush_lock:  # one writer at a time keeps rows in their queued order
-            rows, self._rows = self._rows, []
-            last = self._last_at
-            if rows:
-                try:
-                    await self.store.outbox_add(rows)
-                except BaseException:
-                    self._rows[:0] = rows  # never drop a message: the next flush retries
-                    raise
-                for d in self.dispatchers.values():
-                    d.notify()
-            if self.on_written is not None:
-                await self.on_written(last)
-
-    async def subscribe(self, adapter: str, chats: Sequence[str]) -> None:
-        """Subscribe ``chats`` to ``adapter``'s broadcasts (imports, tests, benchmarks)."""
-        if self.store is None:
-            return
-        persona = next(a.persona for a in self.adapters if a.name == adapter)
-        await self.store.subscribe_many(adapter, chats, persona)
-        subs = self._subscribers.setdefault(adapter, [])
-        subs.extend(c for c in chats if c not in set(subs))
-
-    async def unsubscribe(self, adapter: str, chat: str) -> bool:
-        """Remove ``chat`` from ``adapter``'s broadcasts."""
-        if self.store is None:
-            return False
-        subs = self._subscribers.get(adapter, [])
-        if chat in subs:
-            subs.remove(chat)
-        return await self.store.unsubscribe(adapter, chat)
+    # -- what the dispatchers report
 
     async def _sent(self, item: OutboxItem, receipt: Receipt) -> None:
         self.metrics.messages_out.labels(item.persona, self._platform_of.get(item.adapter, item.adapter)).inc()
@@ -659,10 +397,7 @@ class Bot:
         log.error("message %s to %s on %s failed for good: %s", item.id, item.chat, item.adapter, error)
 
     async def _chat_moved(self, name: str, old: str, new: str) -> None:
-        # The store has moved the subscription already; keep the in-memory list in step.
-        subs = self._subscribers.get(name)
-        if subs is not None and old in subs:
-            self._subscribers[name] = list(dict.fromkeys(new if c == old else c for c in subs))
+        self.outlet.chat_moved(name, old, new)
         log.info("%s: chat %s is now %s; its messages and subscription follow it", name, old, new)
 
     async def _chat_gone(self, name: str, chat: str, error: str) -> None:
