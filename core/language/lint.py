@@ -26,6 +26,8 @@ from .loader import check_source, persona_files
 from .source import Source, load_yaml
 from .templates import Templates
 from .test_schema import is_test_file
+from .voice_lint import voice_problems
+from .voice_samples import event_samples
 
 TIMELINE_SUFFIXES = (".csv", ".ics", ".ical")
 #: A ``bot.toml`` is linted when named (folders are not searched for it: pyproject.toml is TOML too).
@@ -73,6 +75,8 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
     # Personas with errors still have edges in the emit graph; they are not "loaded".
     checked: list[Persona] = []
     tests: list[Source] = []
+    # Each persona's file, and whether it has errors: the voice lint runs once all timelines are read.
+    voiced: list[tuple[Source, Persona, bool]] = []
     for path in expand(paths):
         result.files += 1
         try:
@@ -100,6 +104,7 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
         if persona is None:
             continue
         checked.append(persona)
+        voiced.append((source, persona, any(d.severity == "error" for d in diags)))
         if any(d.severity == "error" for d in diags):
             continue
         if persona.id in result.personas:
@@ -122,6 +127,11 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
         result.diagnostics.extend(emit_targets(checked))
     for source in tests:
         result.diagnostics.extend(test_file_problems(source, result.personas))
+    if voiced:
+        samples = event_samples(checked, result.timelines)
+        for source, persona, broken in voiced:
+            # A file with errors: what cannot render is most likely those errors, already reported.
+            result.diagnostics.extend(voice_problems(source, persona, samples, templates=templates, notes=not broken))
     return result
 
 

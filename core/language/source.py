@@ -76,7 +76,7 @@ class Source:
             column if column is not None else pos.column,
             format_path(path),
             message,
-            "warning" if severity == "warning" else "error",
+            "note" if severity == "note" else "warning" if severity == "warning" else "error",
         )
 
 
