@@ -180,7 +180,7 @@ class _Checker:
     def _compile(self, source: str) -> Text | None:
         try:
             return self.templates.text(source)
-        except Exception:  # noqa: BLE001 - reported by the loader; lint must not crash here
+        except Exception:
             return None
 
     def text(self, path: DataPath, text: Text, platforms: Sequence[str], samples: Sequence[Sample]) -> None:
@@ -194,7 +194,7 @@ class _Checker:
         for sample in samples:
             try:
                 rendered = {d: text.render(sample.context, d) for d in dialects}
-            except Exception as exc:  # noqa: BLE001 - whatever the template does, lint goes on
+            except Exception as exc:
                 failures.append((sample, _reason(exc)))
                 continue
             for word in self.banned.found(rendered["plain"]):
@@ -291,7 +291,7 @@ def alt_text_problems(source: Source) -> list[Diagnostic]:
     for path, reaction in _reactions(data):
         out.extend(_media(source, (*path, "media"), reaction.get("media")))
         platforms = reaction.get("platforms")
-        for name, variant in (platforms.items() if isinstance(platforms, dict) else ()):
+        for name, variant in platforms.items() if isinstance(platforms, dict) else ():
             if isinstance(variant, dict):
                 out.extend(_media(source, (*path, "platforms", name, "media"), variant.get("media")))
     return out

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import json
 import re
+
+# The parser is private (3.11+) but it is the exact reader of Python's syntax (as in engine/regex_syntax.py).
+import re._constants as _c  # type: ignore[import-not-found]
+import re._parser as _p  # type: ignore[import-not-found]
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-# The parser is private (3.11+) but it is the exact reader of Python's syntax (as in engine/regex_syntax.py).
-import re._constants as _c  # type: ignore[import-not-found]
-import re._parser as _p  # type: ignore[import-not-found]
-
 from ..engine.persona import Action, Persona
 from ..engine.safe_regex import compile_regex
 from ..timing.timeline import Timeline
 from .schema import Reply
-from .templates import Text, TemplateRenderError, days_since
+from .templates import TemplateRenderError, Text, days_since
 
 #: When no timeline says what time it is: a fixed instant, so lint says the same every day.
 DEFAULT_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -145,7 +145,7 @@ def _emit_data(data: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str,
         if isinstance(value, Text):
             try:
                 out[key] = value.render(context)
-            except Exception:  # noqa: BLE001 - the emit's own template problem is reported elsewhere
+            except Exception:
                 return None
         else:
             out[key] = value
@@ -155,7 +155,12 @@ def _emit_data(data: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str,
 def _common(persona: Persona, now: datetime) -> dict[str, Any]:
     return {
         "state": dict(persona.state),
-        "persona": {"id": persona.id, "name": persona.name, "description": persona.description, "locale": persona.locale},
+        "persona": {
+            "id": persona.id,
+            "name": persona.name,
+            "description": persona.description,
+            "locale": persona.locale,
+        },
         "now": now,
         "days_since": lambda start: days_since(start, now),
     }
@@ -249,7 +254,7 @@ def regex_matches(pattern: str) -> list[tuple[str, dict[str, str]]]:
     for text in texts[:MAX_REGEX_SAMPLES]:
         try:
             groups = rx.search(text)
-        except Exception:  # noqa: BLE001 - a timeout or an engine refusal: that text is not a sample
+        except Exception:
             continue
         if groups is not None:
             out.append((text, groups))
