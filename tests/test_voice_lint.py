@@ -62,6 +62,7 @@ def test_banned_words_whole_word_any_case_any_accent():
     assert banned.found("NAIVE, naive") == ["naïve"]
     assert banned.found("rubberduck") == []
     assert BannedWords.of([]).found("anything") == []
+    assert BannedWords.of(["lodz", "oresund"]).found("From ŁÓDŹ to the Øresund") == ["lodz", "oresund"]
 
 
 def test_fold_is_caseless_and_accentless():
@@ -111,6 +112,8 @@ def test_voice_section_is_strict_and_in_the_json_schema(tmp_path):
     voice = schema["$defs"]["Voice"]
     assert voice["additionalProperties"] is False
     assert {"platforms", "max_length", "banned_words", "required_variants", "alt_text"} <= set(voice["properties"])
+    assert "mastodon" in voice["properties"]["required_variants"]["items"]["enum"]  # editors complete platforms
+    assert "bluesky" in voice["properties"]["max_length"]["propertyNames"]["enum"]
     p = write(
         tmp_path,
         "p.yaml",

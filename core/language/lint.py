@@ -6,6 +6,10 @@ persona event nothing raises, a timeline without a cast, a persona outside a
 timeline's cast handling the same event as its cast, an exact duplicate
 timeline row. An ``emit`` cycle with no condition anywhere on
 it is an error (it could only end at the depth bound); a conditional one is a warning.
+
+Last, the voice lint (:mod:`personae.language.voice_lint`) renders every text
+with sample data from the linted timelines and checks it against the persona's
+``voice:``; a text it cannot render gets a note, which never fails lint.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -157,7 +158,7 @@ def _known_platform(name: str) -> str:
     return name
 
 
-Platform = Annotated[str, AfterValidator(_known_platform)]
+Platform = Annotated[str, AfterValidator(_known_platform), WithJsonSchema({"type": "string", "enum": list(PLATFORMS)})]
 
 
 class Voice(_Strict):

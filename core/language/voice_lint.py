@@ -62,11 +62,15 @@ DEFAULT_PLATFORMS = tuple(PLATFORM_VOICES)
 # --------------------------------------------------------------------------- banned words
 
 
+#: Letters whose mark is part of the letter, so Unicode does not decompose them (Łódź is Lodz to a reader).
+_STROKES = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŧ": "t", "ı": "i", "ƀ": "b", "ƶ": "z", "ɨ": "i"})
+
+
 def fold(text: str) -> str:
-    """``text`` without case or accents: casefolded, decomposed (NFKD), combining marks dropped, casefolded again
-    (a compatibility character such as U+210C can decompose to a capital)."""
+    """``text`` without case or accents: casefolded, decomposed (NFKD), combining marks dropped, letters
+    with a stroke read as their base letter, casefolded again (U+210C decomposes to a capital)."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_STROKES).casefold()
 
 
 @dataclass(frozen=True)

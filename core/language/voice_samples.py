@@ -33,6 +33,8 @@ DEFAULT_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 #: Samples kept per event and persona, and regex samples per rule: enough variety, bounded work.
 MAX_SAMPLES = 24
 MAX_REGEX_SAMPLES = 12
+#: The longest message built from a regex (``(x{60}){60}`` nested would otherwise grow without bound).
+MAX_SAMPLE_TEXT = 1000
 #: Rounds of following emits (an emit of an emit ...); loops end here.
 EMIT_ROUNDS = 8
 #: What the engine allows ``phrase()`` per render (a phrase that calls itself).
@@ -266,7 +268,7 @@ def _expand(items: Any) -> list[str]:
     texts = [""]
     for op, av in items:
         choices = _choices(op, av)
-        texts = [t + c for t in texts for c in choices][:MAX_REGEX_SAMPLES]
+        texts = [t + c for t in texts for c in choices if len(t) + len(c) <= MAX_SAMPLE_TEXT][:MAX_REGEX_SAMPLES]
     return texts
 
 
@@ -296,7 +298,7 @@ def _choices(op: Any, av: Any) -> list[str]:
         low, high, sub = av
         # An optional part is written once: the groups inside it are then set.
         n = max(low, 1) if high else 0
-        return [t * n for t in _expand(sub)] if n <= 64 else [""]
+        return [t * n for t in _expand(sub) if len(t) * n <= MAX_SAMPLE_TEXT]
     return [""]  # anchors, look-arounds, back-references: nothing to write (the regex is run to check)
 
 
