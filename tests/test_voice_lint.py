@@ -314,7 +314,7 @@ def test_required_variants_reported_at_the_event(tmp_path):
     errors = [d for d in lint([p]).diagnostics if d.severity == "error"]
     assert [(d.line, d.column) for d in errors] == [(6, 3), (16, 5)], errors
     assert "event 'launch' has no mastodon variant (voice.required_variants)" in errors[0].message
-    assert "schedule entry 'schedule[0]' has no discord, mastodon variant" in errors[1].message
+    assert "schedule entry has no discord, mastodon variant (voice.required_variants)" in errors[1].message
 
 
 def test_alt_text_required_reads_media_from_the_file():

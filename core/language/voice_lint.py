@@ -254,16 +254,16 @@ class _Checker:
         origins = sorted({o.origin for o in over.values()})
         return f"too long: {'; '.join(parts)} (rendered with {', '.join(origins)})"
 
-    def required_variants(self, path: DataPath, action: Action, reaction: Reaction | None) -> None:
+    def required_variants(self, path: DataPath, reaction: Reaction | None) -> None:
         """An event reaction or schedule entry that says something, without every required variant."""
         if reaction is None or not (reaction.say or reaction.platforms):
             return
         missing = [p for p in self.voice.required_variants if p not in reaction.platforms]
         if missing:
-            kind = "event" if path[0] == "events" else "schedule entry"
+            what = f"event '{path[1]}'" if path[0] == "events" else "schedule entry"
             names = ", ".join(missing)
             message = (
-                f"{kind} '{action.name.removeprefix('events.')}' has no {names} variant "
+                f"{what} has no {names} variant "
                 f"(voice.required_variants): add {'them' if len(missing) > 1 else 'it'} under 'platforms:'"
             )
             self.diags.append(self.src.diagnostic(path, message, key=path[0] == "events"))
@@ -346,7 +346,7 @@ def voice_problems(
     for name, action in persona.events.items():
         reaction = spec.events.get(name)
         checker.site(("events", name), action, reaction, event_samples_for(persona, name, samples))
-        checker.required_variants(("events", name), action, reaction)
+        checker.required_variants(("events", name), reaction)
     for rule, action in zip(spec.replies, persona.replies, strict=False):
         checker.site(_path(action), action, rule, reply_samples(persona, rule, samples))
     if persona.fallback is not None:
@@ -354,7 +354,7 @@ def voice_problems(
     for entry, scheduled in zip(spec.schedule, persona.schedule, strict=False):
         path = _path(scheduled.action)
         checker.site(path, scheduled.action, entry, schedule_samples(persona, scheduled.event, samples))
-        checker.required_variants(path, scheduled.action, entry)
+        checker.required_variants(path, entry)
     checker.phrases(reply_samples(persona, None, samples))
     if checker.unsampled and notes:
         names = checker.unsampled
