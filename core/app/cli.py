@@ -200,7 +200,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"no such file or folder: {', '.join(missing)}")
     result = lint(paths)
-    failing = result.diagnostics if args.strict else result.errors
+    # A note (what a check could not look at) never fails lint, even --strict.
+    failing = [d for d in result.diagnostics if d.severity != "note"] if args.strict else result.errors
     if args.format == "json":
         import json
 
@@ -209,10 +210,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
         for d in result.diagnostics:
             sys.stdout.write(f"{d}\n")
         n_err = len(result.errors)
-        n_warn = len(result.diagnostics) - n_err
+        n_note = sum(d.severity == "note" for d in result.diagnostics)
+        n_warn = len(result.diagnostics) - n_err - n_note
         summary = (
             f"{result.files} file(s): {len(result.personas)} persona(s), {len(result.timelines)} timeline(s); "
-            f"{n_err} error(s), {n_warn} warning(s)"
+            f"{n_err} error(s), {n_warn} warning(s)" + (f", {n_note} note(s)" if n_note else "")
         )
         sys.stderr.write(summary + "\n")
     return 1 if failing else 0

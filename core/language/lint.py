@@ -6,6 +6,10 @@ persona event nothing raises, a timeline without a cast, a persona outside a
 timeline's cast handling the same event as its cast, an exact duplicate
 timeline row. An ``emit`` cycle with no condition anywhere on
 it is an error (it could only end at the depth bound); a conditional one is a warning.
+
+Last, the voice lint (:mod:`personae.language.voice_lint`) renders every text
+with sample data from the linted timelines and checks it against the persona's
+``voice:``; a text it cannot render gets a note, which never fails lint.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from .loader import check_source, persona_files
 from .source import Source, load_yaml
 from .templates import Templates
 from .test_schema import is_test_file
+from .voice_lint import voice_problems
+from .voice_samples import event_samples
 
 TIMELINE_SUFFIXES = (".csv", ".ics", ".ical")
 #: A ``bot.toml`` is linted when named (folders are not searched for it: pyproject.toml is TOML too).
@@ -73,6 +79,8 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
     # Personas with errors still have edges in the emit graph; they are not "loaded".
     checked: list[Persona] = []
     tests: list[Source] = []
+    # Each persona's file, and whether it has errors: the voice lint runs once all timelines are read.
+    voiced: list[tuple[Source, Persona, bool]] = []
     for path in expand(paths):
         result.files += 1
         try:
@@ -100,6 +108,7 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
         if persona is None:
             continue
         checked.append(persona)
+        voiced.append((source, persona, any(d.severity == "error" for d in diags)))
         if any(d.severity == "error" for d in diags):
             continue
         if persona.id in result.personas:
@@ -122,6 +131,11 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
         result.diagnostics.extend(emit_targets(checked))
     for source in tests:
         result.diagnostics.extend(test_file_problems(source, result.personas))
+    if voiced:
+        samples = event_samples(checked, result.timelines)
+        for source, persona, broken in voiced:
+            # A file with errors: what cannot render is most likely those errors, already reported.
+            result.diagnostics.extend(voice_problems(source, persona, samples, templates=templates, notes=not broken))
     return result
 
 

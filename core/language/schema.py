@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+
+from .errors import did_you_mean
 
 IDENT = r"^[a-z][a-z0-9_-]*$"
 EVENT = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
@@ -147,6 +151,49 @@ class ScheduleEntry(Reaction):
     event: EventName | None = Field(default=None, description="name of the synthetic event (default: schedule)")
 
 
+def _known_platform(name: str) -> str:
+    if name not in PLATFORMS:
+        hint = did_you_mean(name, PLATFORMS) or f" (known: {', '.join(PLATFORMS)})"
+        raise ValueError(f"unknown platform '{name}'{hint}")
+    return name
+
+
+Platform = Annotated[str, AfterValidator(_known_platform), WithJsonSchema({"type": "string", "enum": list(PLATFORMS)})]
+
+
+class Voice(_Strict):
+    """How the persona may sound on each platform; ``personae lint`` checks every text against it,
+    rendered with sample data (timeline event data, state defaults, sample users and messages)."""
+
+    platforms: list[Platform] | None = Field(
+        default=None,
+        min_length=1,
+        description="the platforms the persona posts on, whose lengths are checked "
+        "(default: every platform with a length limit: telegram, discord, mastodon, bluesky)",
+    )
+    max_length: dict[Platform, Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
+        default_factory=dict,
+        description="the longest post wanted on each platform, counted as the platform counts "
+        "(a rendered text past it is a warning); without it, a text the platform would split is a warning",
+    )
+    banned_words: Annotated[
+        list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]],
+        BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
+    ] = Field(
+        default_factory=list,
+        description="words (or phrases) the persona never says: whole words, ignoring case and accents "
+        "('cafe' also bans 'Café')",
+    )
+    required_variants: list[Platform] = Field(
+        default_factory=list,
+        description="platforms every event reaction and schedule entry that says something "
+        "must have a variant for (under its `platforms:`)",
+    )
+    alt_text: Literal["required", "optional"] = Field(
+        default="optional", description="`required`: every media item must have non-empty `alt` text"
+    )
+
+
 class PersonaFile(_Strict):
     """A persona script (one YAML file)."""
 
@@ -161,6 +208,7 @@ class PersonaFile(_Strict):
     replies: list[Reply] = Field(default_factory=list)
     fallback: Reaction | None = None
     schedule: list[ScheduleEntry] = Field(default_factory=list)
+    voice: Voice | None = Field(default=None, description="limits on how the persona sounds, checked by lint")
 
 
 def field_names(model: type[BaseModel]) -> list[str]:

@@ -76,7 +76,7 @@ class Source:
             column if column is not None else pos.column,
             format_path(path),
             message,
-            "warning" if severity == "warning" else "error",
+            "note" if severity == "note" else "warning" if severity == "warning" else "error",
         )
 
 
@@ -130,7 +130,7 @@ def parse_yaml(text: str, name: str) -> Source:
     if _fast_path(text):
         try:
             return _parse(_CLoader(text), name)
-        except (yaml.YAMLError, PersonaeError, RecursionError):
+        except Exception:  # e.g. PyYAML's AttributeError on '!!timestamp' over a non-date
             pass  # the pure-Python loader below reports the problem, at its position
     try:
         loader = _Loader(text, name)
@@ -243,10 +243,17 @@ class _Loader(yaml.SafeLoader):
 
 
 _NUMBERS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 def _check_scalar(node: yaml.ScalarNode, loader: _Loader | _CLoader, name: str) -> None:
     """Construct a number now, so one PyYAML cannot read is reported at its own position."""
+    if node.tag == _TIMESTAMP:
+        try:
+            loader.construct_object(node)
+        except (ValueError, AttributeError, TypeError):  # PyYAML's AttributeError when an explicit tag lies
+            raise _fail(name, *loader.at(node.start_mark), f"cannot read '{node.value[:40]}' as a date") from None
+        return
     if node.tag not in _NUMBERS:
         return
     try:
