@@ -26,7 +26,7 @@ from ..delivery.dispatcher import Dispatcher
 from ..delivery.secrets import Redactor, install_log_redaction
 from ..delivery.split import split_message
 from ..engine.engine import Engine, EngineError
-from ..engine.messages import Event, Incoming, Outgoing
+from ..engine.messages import Event, Incoming, Outgoing, media_json
 from ..engine.persona import Persona
 from ..language.errors import ConfigError, PersonaeError
 from ..language.templates import TemplateRenderError
@@ -552,6 +552,9 @@ class Bot:
                 limits = adapter.limits
                 mission = o.at.isoformat() if o.at else None
                 persona, event, rule = o.persona, o.event, o.rule
+                if o.media:
+                    rows.extend(media_rows(o, adapter, chats, base, run))
+                    continue
                 if limits.measure != "utf16":
                     # Such a platform may prefix each piece per chat (Mastodon: "@author "): split per chat.
                     for chat in chats:
@@ -685,6 +688,43 @@ class Bot:
 
     def _scheduler_error(self, exc: BaseException) -> None:
         log.error("scheduled task failed: %s", self.redactor(f"{type(exc).__name__}: {exc}"))
+
+
+def media_rows(o: Outgoing, adapter: Adapter, chats: Sequence[str], base: str, run: str | None) -> list[OutboxRow]:
+    """The outbox rows of a message with media: the files go with its first piece.
+
+    Where the platform limits the text sent with media (Telegram's caption), a longer
+    text follows the media as pieces of its own: one row is one post, so a resume
+    repeats none of them.
+    """
+    limits, name = adapter.limits, adapter.name
+    media = media_json(o.media)
+    mission = o.at.isoformat() if o.at else None
+    rows: list[OutboxRow] = []
+    for chat in chats:
+        room = limits.max_length - adapter.reserve(chat)
+        pieces = split_message(o.text, room, limits.dialect, limits.measure) if o.text else [""]
+        caption = limits.caption_length
+        if caption is not None and o.text and len(split_message(o.text, caption, limits.dialect, limits.measure)) > 1:
+            pieces = ["", *pieces]
+        for n, piece in enumerate(pieces):
+            first = n == 0
+            rows.append(
+                (
+                    f"{base}|{name}|{chat}|{n}",
+                    run,
+                    o.persona,
+                    name,
+                    chat,
+                    piece,
+                    o.reply_to if first else None,
+                    o.event,
+                    o.rule,
+                    mission,
+                    media if first else None,
+                )
+            )
+    return rows
 
 
 async def _quietly_stop(adapter: Adapter) -> None:
