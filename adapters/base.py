@@ -9,13 +9,15 @@ or give up. Flow control and retries live in the dispatcher, not here.
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from personae.engine.messages import Incoming
+    from personae.engine.messages import Incoming, Media
 
 Dialect = Literal["plain", "html", "markdown", "social"]
 Measure = Literal["utf16", "mastodon", "bluesky"]
@@ -37,6 +39,9 @@ class Limits:
     per_chat_rate: float | None = None
     group_per_minute: float | None = None
     concurrency: int = 1
+    #: Longest text sent in one post with media (Telegram's caption); a longer text follows the
+    #: media as messages of its own. ``None``: the text always goes with the media.
+    caption_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,8 @@ class Delivery:
     #: The platform id of the piece before this one (``part > 0``), once it was sent:
     #: platforms that thread long posts (Mastodon) answer it. Known after a restart too.
     previous: str | None = None
+    #: Files to send with the text (``text`` may then be empty).
+    media: tuple[Media, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,3 +239,21 @@ class Adapter(abc.ABC):
         Read once, before :meth:`start`; tokens obtained later go to :attr:`on_secrets`.
         """
         return ()
+
+
+async def read_media(media: Media, limit: int | None = None) -> bytes:
+    """The bytes of ``media``, or a permanent :class:`DeliveryError` naming the file.
+
+    ``limit`` is the platform's largest file of that kind: a larger one is refused
+    here, before an upload the platform would refuse anyway.
+    """
+    try:
+        data = await asyncio.to_thread(Path(media.path).read_bytes)
+    except OSError as exc:
+        raise DeliveryError(f"cannot read media file {media.path}: {exc.strerror or exc}", permanent=True) from None
+    if limit is not None and len(data) > limit:
+        raise DeliveryError(
+            f"{media.name} is {len(data):,} bytes; the platform takes {media.kind} files up to {limit:,}",
+            permanent=True,
+        )
+    return data

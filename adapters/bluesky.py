@@ -53,6 +53,8 @@ from atproto_client.exceptions import (
 )
 
 from personae.delivery.split import graphemes
+from personae.engine.messages import Media
+from personae.language.media import PLATFORM_MEDIA, describe
 
 from .base import (
     Adapter,
@@ -64,6 +66,7 @@ from .base import (
     OptionError,
     PlatformUnreachable,
     Receipt,
+    read_media,
 )
 
 log = logging.getLogger("personae.bluesky")
@@ -449,6 +452,9 @@ class BlueskyAdapter(Adapter):
             parent = delivery.reply_to
         elif delivery.chat != TIMELINE:
             text = f"@{delivery.chat} {text}"  # news for a subscriber: the only mention the adapter adds
+        embed, left_out = await image_embed(self._call, self._client, delivery.media)
+        if left_out and not text.strip():
+            text = " ".join(describe(m.name, m.kind, m.alt) for m in left_out)  # a text note stands in
         reply = None
         if parent is not None:
             cid, root = await self._repo.lookup(parent)
@@ -460,6 +466,7 @@ class BlueskyAdapter(Adapter):
             reply=reply,
             facets=facets or None,
             langs=self._langs(),
+            embed=embed,
         )
         rkey = record_key(delivery.key) if delivery.key else None
         data = models.ComAtprotoRepoCreateRecord.Data(repo=self.did, collection=POST, rkey=rkey, record=record)
@@ -589,6 +596,29 @@ class _Repository:
             )
         except BadRequestError:
             return None  # no such handle: the text stays, without a mention
+
+
+async def image_embed(
+    call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]], client: AsyncClient, media: tuple[Media, ...]
+) -> tuple[models.AppBskyEmbedImages.Main | None, list[Media]]:
+    """The images of a post as an ``app.bsky.embed.images`` (each blob uploaded, with its alt text).
+
+    Bluesky posts carry images only; the other files are returned, left out. A retry
+    uploads again (an unreferenced blob is dropped by the PDS); the post keeps its record key.
+    """
+    images: list[models.AppBskyEmbedImages.Image] = []
+    left_out: list[Media] = []
+    limit = PLATFORM_MEDIA["bluesky"].image
+    for m in media:
+        if m.kind != "image" or len(images) == PLATFORM_MEDIA["bluesky"].per_post:
+            log.info("bluesky: %s is left out (Bluesky posts carry up to 4 images, no audio or video)", m.name)
+            left_out.append(m)
+            continue
+        data = await read_media(m, limit)
+        headers = {"Content-Type": m.mime}
+        uploaded = await call(functools.partial(client.com.atproto.repo.upload_blob, data, headers=headers))
+        images.append(models.AppBskyEmbedImages.Image(alt=m.alt, image=uploaded.blob))
+    return (models.AppBskyEmbedImages.Main(images=images) if images else None), left_out
 
 
 def _error_name(exc: BaseException) -> str:

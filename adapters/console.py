@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from personae.app.screen import Line, PlainScreen, Screen, mission_stamp
+from personae.language.media import describe
 
 from .base import Adapter, AdapterConfig, Delivery, IncomingHandler, Limits, Receipt
 
@@ -98,7 +99,10 @@ class ConsoleAdapter(Adapter):
     async def send(self, delivery: Delivery) -> Receipt:
         """Show one transcript line (on a pipe, newlines inside the text are kept on one line)."""
         stamp = mission_stamp(delivery.mission_time) if self.timestamps else ""
-        self.screen.show(Line(stamp, self.display, delivery.text))
+        if delivery.text:
+            self.screen.show(Line(stamp, self.display, delivery.text))
+        for m in delivery.media:  # a terminal shows no picture: a line says what it is
+            self.screen.show(Line(stamp, self.display, describe(m.name, m.kind, m.alt)))
         self._sent += 1
         return Receipt((f"{self.name}:{self._sent}",))
 

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import logging
 import re
 from collections.abc import Mapping
@@ -32,6 +33,9 @@ from typing import Any
 
 import aiohttp
 import discord
+
+from personae.engine.messages import Media
+from personae.language.media import PLATFORM_MEDIA, kind_of
 
 from .base import (
     Adapter,
@@ -43,6 +47,7 @@ from .base import (
     PlatformUnreachable,
     Receipt,
     number_option,
+    read_media,
     whole_option,
 )
 
@@ -282,8 +287,10 @@ class DiscordAdapter(Adapter):
             kwargs["reference"] = discord.MessageReference(
                 message_id=int(delivery.reply_to), channel_id=int(delivery.chat), fail_if_not_exists=False
             )
+        if delivery.media:
+            kwargs["files"] = await attachments(delivery.media)
         try:
-            message = await channel.send(delivery.text, **kwargs)
+            message = await channel.send(delivery.text or None, **kwargs)
         except discord.RateLimited as exc:  # only when the wait would exceed max_ratelimit_timeout
             raise DeliveryError(f"rate limited for {exc.retry_after:.1f}s", retry_after=exc.retry_after) from None
         except (discord.Forbidden, discord.NotFound) as exc:
@@ -297,3 +304,12 @@ class DiscordAdapter(Adapter):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise DeliveryError(f"network error: {type(exc).__name__}: {exc}") from None
         return Receipt((str(message.id),))
+
+
+async def attachments(media: tuple[Media, ...]) -> list[discord.File]:
+    """The files of a message as attachments, each with its alt text as ``description``."""
+    limits = PLATFORM_MEDIA["discord"]
+    return [
+        discord.File(io.BytesIO(await read_media(m, limits.limit(kind_of(m.mime)))), m.name, description=m.alt or None)
+        for m in media
+    ]

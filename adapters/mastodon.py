@@ -30,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -51,6 +53,8 @@ from mastodon import (
 )
 
 from personae.delivery.split import mastodon_length
+from personae.engine.messages import Media
+from personae.language.media import PLATFORM_MEDIA, PlatformMedia, kind_of
 
 from .base import (
     Adapter,
@@ -62,6 +66,7 @@ from .base import (
     OptionError,
     Receipt,
     number_option,
+    read_media,
     whole_option,
 )
 
@@ -171,6 +176,8 @@ class MastodonAdapter(Adapter):
         # Polling and reply look-ups spend the same budget as posting: posts get 80 % of it.
         self._rate = max(requests / 300 * 0.8, 0.01)
         self.limits = self._limits(500)
+        #: Largest file per kind: the instance's own once started (``/api/v2/instance``).
+        self.media_limits = PLATFORM_MEDIA["mastodon"]
         self._clients: list[Mastodon] = []
         # One client (one HTTP session) for posting, one for polling: they run in different threads.
         self._sender = self._client()
@@ -232,22 +239,22 @@ class MastodonAdapter(Adapter):
         except MastodonError as exc:
             raise RuntimeError(f"cannot reach {self.base_url}: {_describe(exc)}") from None
         self._me_id, self.acct = str(me["id"]), str(me["acct"])
-        self.limits = self._limits(await asyncio.to_thread(self._max_characters))
+        info = await asyncio.to_thread(self._instance)
+        self.limits = self._limits(_max_characters(info))
+        self.media_limits = instance_media_limits(info)
         # Mentions from before this start are not answered: a restart must not answer them twice.
         newest = await asyncio.to_thread(self._reader.notifications, types=["mention"], limit=1)
         self._last_notification = str(newest[0]["id"]) if newest else "0"
         self._poller = asyncio.create_task(self._poll(on_message), name=f"mastodon-{self.name}")
         log.info("mastodon adapter %s started as @%s (%d characters)", self.name, self.acct, self.limits.max_length)
 
-    def _max_characters(self) -> int:
+    def _instance(self) -> Any:
         for fetch in (self._reader.instance_v2, self._reader.instance_v1):
             try:
-                info = fetch()
-                limit = info["configuration"]["statuses"]["max_characters"]
-                return int(limit)
-            except (MastodonError, KeyError, TypeError, ValueError):
+                return fetch()
+            except MastodonError:
                 continue
-        return 500
+        return {}
 
     async def stop(self) -> None:
         """Stop polling."""
@@ -361,7 +368,8 @@ class MastodonAdapter(Adapter):
     async def send(self, delivery: Delivery) -> Receipt:
         """Post one status (one piece of a thread); errors become :class:`DeliveryError`."""
         try:
-            return await asyncio.to_thread(self._post, delivery)
+            media_ids = await upload_media(self._sender, delivery.media, self.media_limits)
+            return await asyncio.to_thread(self._post, delivery, media_ids)
         except MastodonRatelimitError:
             wait = _seconds_until(self._sender.ratelimit_reset)
             raise DeliveryError(
@@ -381,7 +389,7 @@ class MastodonAdapter(Adapter):
         except MastodonError as exc:
             raise DeliveryError(f"Mastodon error: {_describe(exc)}") from None
 
-    def _post(self, delivery: Delivery) -> Receipt:
+    def _post(self, delivery: Delivery, media_ids: list[str] | None = None) -> Receipt:
         text, visibility, parent = delivery.text, self.visibility, None
         if delivery.part > 0:
             parent = delivery.previous  # a thread continues under the piece already posted
@@ -405,6 +413,7 @@ class MastodonAdapter(Adapter):
             spoiler_text=self.spoiler_text,
             language=self._language(),
             idempotency_key=idempotency_key(delivery.key) if delivery.key else None,
+            media_ids=media_ids or None,
         )
         status_id = str(status["id"])
         self._remember(status_id, str(status.get("visibility") or visibility), self.acct or "")
@@ -423,6 +432,55 @@ class MastodonAdapter(Adapter):
         if not locale:
             return None
         return re.split(r"[-_]", locale, maxsplit=1)[0].lower() or None
+
+
+def _max_characters(info: Any) -> int:
+    try:
+        return int(info["configuration"]["statuses"]["max_characters"])
+    except (KeyError, TypeError, ValueError):
+        return 500
+
+
+def instance_media_limits(info: Any) -> PlatformMedia:
+    """The instance's media limits (``configuration.media_attachments``), stock ones where it says nothing."""
+    stock = PLATFORM_MEDIA["mastodon"]
+    try:
+        conf = info["configuration"]
+    except (KeyError, TypeError):
+        return stock
+    media = conf.get("media_attachments") or {}
+    per_post = (conf.get("statuses") or {}).get("max_media_attachments") or stock.per_post
+    image = media.get("image_size_limit") or stock.image or 0
+    video = media.get("video_size_limit") or stock.video or 0
+    # Mastodon counts audio against the video limit.
+    return replace(stock, image=int(image), audio=int(video), video=int(video), per_post=int(per_post))
+
+
+#: Seconds to wait for the instance to process an upload before the delivery is retried.
+PROCESSING_TIMEOUT = 60.0
+
+
+async def upload_media(client: Mastodon, media: tuple[Media, ...], limits: PlatformMedia) -> list[str]:
+    """Upload each file with its alt text as ``description``; wait until the instance has processed it.
+
+    A retry after a crash uploads again (an unattached upload is harmless: the
+    instance deletes it), but the status keeps its Idempotency-Key, so it is never posted twice.
+    """
+    ids = []
+    for m in media:
+        data = await read_media(m, limits.limit(kind_of(m.mime)))
+        attachment = await asyncio.to_thread(
+            client.media_post, io.BytesIO(data), m.mime, description=m.alt or None, file_name=m.name
+        )
+        deadline, pause = time.monotonic() + PROCESSING_TIMEOUT, 0.1
+        while attachment.get("url") is None:  # 202: still processing
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"{m.name}: the instance is still processing it")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            attachment = await asyncio.to_thread(client.media, attachment["id"])
+        ids.append(str(attachment["id"]))
+    return ids
 
 
 def _seconds_until(reset: float | None) -> float:

@@ -31,7 +31,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from telegram import Bot, Message, ReplyParameters, Update
+from telegram import (
+    Bot,
+    InputFile,
+    InputMediaAudio,
+    InputMediaPhoto,
+    InputMediaVideo,
+    Message,
+    ReplyParameters,
+    Update,
+)
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -46,6 +55,9 @@ from telegram.error import (
 from telegram.ext import Updater
 from telegram.request import HTTPXRequest
 
+from personae.engine.messages import Media
+from personae.language.media import PLATFORM_MEDIA, kind_of
+
 from .base import (
     Adapter,
     AdapterConfig,
@@ -57,6 +69,7 @@ from .base import (
     PlatformUnreachable,
     Receipt,
     number_option,
+    read_media,
     whole_option,
 )
 
@@ -64,6 +77,9 @@ log = logging.getLogger("personae.telegram")
 
 #: Seconds :meth:`TelegramAdapter.stop_receiving` gives updates already fetched to be handled.
 HANDLE_FETCHED_TIMEOUT = 5.0
+
+#: Longest caption of a photo, audio or video, in UTF-16 units.
+CAPTION_LENGTH = 1024
 
 ALLOWED_UPDATES = ["message", "edited_message", "channel_post", "my_chat_member"]
 
@@ -106,6 +122,7 @@ class TelegramAdapter(Adapter):
             per_chat_rate=number_option(opts, "per_chat_rate", 1),
             group_per_minute=number_option(opts, "group_per_minute", 20),
             concurrency=whole_option(opts, "concurrency", 8),
+            caption_length=CAPTION_LENGTH,
         )
         self.mode = str(opts.get("mode", "polling"))
         if self.mode not in ("polling", "webhook"):
@@ -324,7 +341,10 @@ class TelegramAdapter(Adapter):
         if delivery.reply_to and delivery.reply_to.isdigit():
             kwargs["reply_parameters"] = ReplyParameters(int(delivery.reply_to), allow_sending_without_reply=True)
         try:
-            message = await self.bot.send_message(**kwargs)
+            if delivery.media:
+                message = await send_media(self.bot, kwargs, delivery.media)
+            else:
+                message = await self.bot.send_message(**kwargs)
         except RetryAfter as exc:
             seconds = _retry_seconds(exc)
             # Telegram does not say which limit was hit; like PTB's own rate limiter, pause the
@@ -349,6 +369,42 @@ class TelegramAdapter(Adapter):
         except NetworkError as exc:
             raise DeliveryError(f"network error: {exc.message}") from None
         return Receipt((str(message.message_id),))
+
+
+#: The Bot API method and its file parameter, per kind of media.
+_MEDIA_METHODS = {"image": ("send_photo", "photo"), "audio": ("send_audio", "audio"), "video": ("send_video", "video")}
+_MEDIA_INPUTS = {"image": InputMediaPhoto, "audio": InputMediaAudio, "video": InputMediaVideo}
+
+
+async def send_media(bot: Bot, kwargs: dict[str, Any], media: tuple[Media, ...]) -> Message:
+    """sendPhoto/sendAudio/sendVideo (sendMediaGroup for several files), the text as caption.
+
+    The runtime sends a text longer than a caption after the media, as messages of its
+    own. Telegram has no alt text: a file sent without a text gets its alt text as caption.
+    """
+    params = dict(kwargs)
+    caption = params.pop("text", "")
+    if not caption:
+        params.pop("parse_mode", None)  # the alt text is plain text
+        caption = media[0].alt[:CAPTION_LENGTH]
+    files = [await read_media(m, PLATFORM_MEDIA["telegram"].limit(kind_of(m.mime))) for m in media]
+    if len(media) == 1:
+        method, field = _MEDIA_METHODS[media[0].kind]
+        sent: Message = await getattr(bot, method)(
+            **{field: InputFile(files[0], filename=media[0].name)}, caption=caption or None, **params
+        )
+        return sent
+    parse_mode = params.pop("parse_mode", None)
+    group = [
+        _MEDIA_INPUTS[m.kind](
+            InputFile(data, filename=m.name, attach=True),
+            caption=caption if n == 0 and caption else None,
+            parse_mode=parse_mode if n == 0 else None,
+        )
+        for n, (m, data) in enumerate(zip(media, files, strict=True))
+    ]
+    messages = await bot.send_media_group(media=group, **params)
+    return messages[0]
 
 
 def _retry_seconds(exc: RetryAfter) -> float:

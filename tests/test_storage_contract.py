@@ -252,6 +252,22 @@ async def test_outbox_add_keeps_the_first_of_each_key(storage: Storage):
     assert [i.id for i in pending] == sorted(i.id for i in pending)
 
 
+async def test_outbox_rows_keep_their_media_and_a_row_without_the_field_has_none(storage: Storage):
+    from personae.engine.messages import Media, media_from_json, media_json
+
+    media = (Media("/m/67p.png", "image/png", "A drawn comet — «67P»"), Media("/m/song.wav", "audio/x-wav"))
+    await storage.outbox_add(
+        [
+            (*item("k0"), media_json(media)),
+            item("k1"),
+            {"key": "k2", "persona": "p", "adapter": "a", "chat": "c", "text": "", "media": media_json(media[:1])},
+        ]
+    )
+    pending = await storage.outbox_pending()
+    assert [media_from_json(i.media) for i in pending] == [media, (), media[:1]]
+    assert pending[2].text == ""  # media alone: no text
+
+
 async def test_outbox_add_refuses_a_message_missing_a_required_field(storage: Storage):
     with pytest.raises(ValueError, match="without text"):
         await storage.outbox_add([{"key": "k", "persona": "p", "adapter": "a", "chat": "c"}])

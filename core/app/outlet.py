@@ -20,7 +20,7 @@ from personae.adapters.base import Adapter
 
 from ..delivery.dispatcher import Dispatcher
 from ..delivery.split import split_message
-from ..engine.messages import Outgoing
+from ..engine.messages import Outgoing, media_json
 from ..storage.interface import Storage
 from ..storage.records import OutboxRow
 
@@ -125,10 +125,13 @@ class Outlet:
             channels = adapter.channels
             chats = list(dict.fromkeys([*map(str, channels), *subs])) if channels else subs
             base = o.key
+        rows = self._rows
+        if o.media:
+            rows.extend(media_rows(o, adapter, chats, base, self.run))
+            return
         limits = adapter.limits
         run, mission = self.run, o.at.isoformat() if o.at else None
         persona, event, rule = o.persona, o.event, o.rule
-        rows = self._rows
         if limits.measure != "utf16":
             # Such a platform may prefix each piece per chat (Mastodon: "@author "): split per chat.
             for chat in chats:
@@ -241,3 +244,28 @@ class Outlet:
         subs = self.subscribers.get(adapter)
         if subs is not None and old in subs:
             self.subscribers[adapter] = list(dict.fromkeys(new if c == old else c for c in subs))
+
+
+def media_rows(o: Outgoing, adapter: Adapter, chats: Sequence[str], base: str, run: str | None) -> list[OutboxRow]:
+    """The outbox rows of a message with media: the files go with its first piece.
+
+    Where the platform limits the text sent with media (Telegram's caption), a longer
+    text follows the media as pieces of its own: one row is one post, so a resume
+    repeats none of them.
+    """
+    limits, name = adapter.limits, adapter.name
+    media = media_json(o.media)
+    mission = o.at.isoformat() if o.at else None
+    rows: list[OutboxRow] = []
+    for chat in chats:
+        room = limits.max_length - adapter.reserve(chat)
+        pieces = split_message(o.text, room, limits.dialect, limits.measure) if o.text else [""]
+        caption = limits.caption_length
+        if caption is not None and o.text and len(split_message(o.text, caption, limits.dialect, limits.measure)) > 1:
+            pieces = ["", *pieces]
+        for n, piece in enumerate(pieces):
+            first = n == 0
+            reply_to, files = (o.reply_to, media) if first else (None, None)
+            key = f"{base}|{name}|{chat}|{n}"
+            rows.append((key, run, o.persona, name, chat, piece, reply_to, o.event, o.rule, mission, files))
+    return rows

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from personae.adapters.base import Adapter, Delivery, DeliveryError, Receipt
 
+from ..engine.messages import media_from_json
 from ..storage.interface import Outbox
 from ..storage.records import OutboxItem
 
@@ -390,6 +391,7 @@ class Dispatcher:
             item.key,
             part,
             previous,
+            media_from_json(item.media),
         )
         try:
             receipt = await self.adapters[item.adapter].send(delivery)

@@ -256,7 +256,8 @@ class Engine:
         else:
             say = options[seed % len(options)].render({}) if options else ""
         out: list[Outgoing] = []
-        if say:
+        media = chosen.media_for(platform)
+        if say or media:
             out.append(
                 Outgoing(
                     persona.id,
@@ -269,6 +270,7 @@ class Engine:
                     None,
                     f"reply:{platform}:{incoming.chat.id}:{incoming.message_id or seed}",
                     now,
+                    media=media,
                 )
             )
             store = self.store
@@ -409,7 +411,8 @@ class Engine:
             self._assign(persona, action, ctx, None)
             for platform in self.speaks_on(persona.id):
                 say = self._render(action.variants(platform), ctx, seed, self.platforms.get(platform, "plain"))
-                if not say:
+                media = action.media_for(platform)
+                if not say and not media:
                     continue
                 out.append(
                     Outgoing(
@@ -423,6 +426,7 @@ class Engine:
                         event.name,
                         key=f"{event.key or event.name}|{persona.id}|{platform}",
                         at=ctx["now"],
+                        media=media,
                     )
                 )
         except TemplateRenderError as exc:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..language.text import valid_unicode
@@ -86,6 +88,39 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    """A file sent with a message: its absolute ``path``, MIME type, and alt text (may be empty)."""
+
+    path: str
+    mime: str
+    alt: str = ""
+
+    @property
+    def name(self) -> str:
+        """The file name, as shown and uploaded."""
+        return Path(self.path).name
+
+    @property
+    def kind(self) -> str:
+        """``image``, ``audio`` or ``video``."""
+        return self.mime.split("/", 1)[0]
+
+
+def media_json(media: tuple[Media, ...]) -> str | None:
+    """``media`` as the outbox stores it (``None`` when there is none)."""
+    if not media:
+        return None
+    return json.dumps([[m.path, m.mime, m.alt] for m in media], ensure_ascii=False)
+
+
+def media_from_json(text: str | None) -> tuple[Media, ...]:
+    """The media of an outbox row (what :func:`media_json` wrote)."""
+    if not text:
+        return ()
+    return tuple(Media(str(p), str(m), str(a)) for p, m, a in json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A message the engine wants delivered.
 
@@ -105,3 +140,5 @@ class Outgoing:
     at: datetime | None = None
     #: For replies: the adapter instance that must deliver it.
     adapter: str | None = None
+    #: Files sent with the text (the first piece of it, when it is split).
+    media: tuple[Media, ...] = ()

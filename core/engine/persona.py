@@ -9,6 +9,7 @@ from typing import Any
 
 from ..language.schema import PersonaFile
 from ..language.templates import Text
+from .messages import Media
 from .router import Router
 
 
@@ -45,10 +46,17 @@ class Action:
     delay: timedelta | None = None
     #: Firing needs a template context (a template, ``set`` or ``emit``); computed at load.
     dynamic: bool = True
+    media: tuple[Media, ...] = ()
+    #: The platforms whose variant has media of its own (an empty tuple: none there).
+    platform_media: Mapping[str, tuple[Media, ...]] = field(default_factory=dict)
 
     def variants(self, platform: str) -> tuple[Text, ...]:
         """The ``say`` options for ``platform`` (its variant, else the default)."""
         return self.platforms.get(platform) or self.say
+
+    def media_for(self, platform: str) -> tuple[Media, ...]:
+        """The files sent with a message on ``platform`` (its variant's, else the default)."""
+        return self.platform_media.get(platform, self.media)
 
 
 @dataclass(frozen=True, slots=True)

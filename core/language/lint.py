@@ -27,6 +27,7 @@ from ..engine.safe_regex import compile_regex
 from ..timing.timeline import Timeline, is_timeline, load_timeline, timeline_from_source
 from .errors import Diagnostic, PersonaeError, did_you_mean
 from .loader import check_source, persona_files
+from .media_lint import media_problems, platforms_from_config
 from .source import Source, load_yaml
 from .templates import Templates
 from .test_schema import is_test_file
@@ -81,7 +82,9 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
     tests: list[Source] = []
     # Each persona's file, and whether it has errors: the voice lint runs once all timelines are read.
     voiced: list[tuple[Source, Persona, bool]] = []
-    for path in expand(paths):
+    files = expand(paths)
+    speaks = platforms_from_config(p for p in files if p.suffix.lower() == CONFIG_SUFFIX)
+    for path in files:
         result.files += 1
         try:
             if path.suffix.lower() in TIMELINE_SUFFIXES:
@@ -109,6 +112,7 @@ def lint(paths: Sequence[str | Path]) -> LintResult:
             continue
         checked.append(persona)
         voiced.append((source, persona, any(d.severity == "error" for d in diags)))
+        result.diagnostics.extend(media_problems(source, None if speaks is None else speaks.get(persona.id, [])))
         if any(d.severity == "error" for d in diags):
             continue
         if persona.id in result.personas:

@@ -19,12 +19,14 @@ from jinja2 import TemplateAssertionError, TemplateSyntaxError, nodes
 from jinja2.meta import find_undeclared_variables
 from pydantic import BaseModel, ValidationError
 
+from ..engine.messages import Media
 from ..engine.persona import Action, Assignment, EmitAction, Persona, Scheduled
 from ..engine.router import Router, Trigger
 from ..engine.safe_regex import compile_regex
 from .budget_lint import budget_problems
 from .errors import Diagnostic, PersonaeError, did_you_mean, format_path
-from .schema import PersonaFile, Reaction, Reply, ScheduleEntry, field_names
+from .media import mime_of
+from .schema import MediaFile, PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
 from .templates import Templates, Text
 
@@ -476,7 +478,13 @@ class _Compiler:
             ep = (*path, "emit", i) if (*path, "emit", i) in self.src.values else (*path, "emit")
             data = {k: self.text(v, (*ep, "data", k), context) if isinstance(v, str) else v for k, v in e.data.items()}
             emits.append(EmitAction(e.event, data, e.delay, e.persona))
-        platforms = {p: self.say(v, (*path, "platforms", p), context) for p, v in r.platforms.items()}
+        platforms, platform_media = {}, {}
+        for p, v in r.platforms.items():
+            vp: DataPath = (*path, "platforms", p)
+            # A variant written as text (or a list of texts) is its say; a mapping has say/media keys.
+            platforms[p] = self.say(v.say, (*vp, "say") if (*vp, "say") in self.src.keys else vp, context)
+            if v.media is not None:
+                platform_media[p] = self.media(v.media, (*vp, "media"))
         condition = self.condition(r.if_, (*path, "if"), context) if r.if_ else None
         pos = self.src.where(path)
         say = self.say(r.say, (*path, "say"), context)
@@ -491,7 +499,26 @@ class _Compiler:
             condition=condition,
             delay=r.delay,
             dynamic=bool(assign or emits) or not all(t.constant for t in texts),
+            media=self.media(r.media, (*path, "media")),
+            platform_media=platform_media,
         )
+
+    def media(self, files: Sequence[MediaFile], path: DataPath) -> tuple[Media, ...]:
+        """The files of a ``media:`` list, found relative to the persona file; a missing one is an error."""
+        out = []
+        base = Path(self.src.file).parent
+        for i, m in enumerate(files):
+            at = media_path(self.src, path, i)
+            mime = mime_of(m.file)
+            if mime is None:
+                self.error(at, f"'{m.file}' is not an image, audio or video file (known by its extension)", key=True)
+                continue
+            file = base / m.file
+            if not file.is_file():
+                self.error(at, f"media file '{m.file}' not found (looked for {file})", key=True)
+                continue
+            out.append(Media(str(file.resolve()), mime, (m.alt or "").strip()))
+        return tuple(out)
 
     def trigger(self, rule: Reply, path: DataPath) -> Trigger:
         w = rule.when
@@ -636,6 +663,12 @@ def _set_mismatch(value: Any, declared: Any, templates: Templates) -> str | None
 
 def _declared(value: Any) -> str:
     return _KIND_WORDS.get(type(value), type(value).__name__)
+
+
+def media_path(source: Source, path: DataPath, i: int) -> DataPath:
+    """Where item ``i`` of the ``media:`` list at ``path`` names its file (the ``file:`` key, when written)."""
+    item: DataPath = (*path, i) if (*path, i) in source.values else path  # one mapping, not a list
+    return (*item, "file") if (*item, "file") in source.keys else item
 
 
 def _group_names(pattern: str) -> frozenset[str] | None:

@@ -100,12 +100,51 @@ Emits = Annotated[
 ]
 
 
+def _as_media_list(value: Any) -> Any:
+    if isinstance(value, str | dict):
+        value = [value]
+    if isinstance(value, list):
+        return [{"file": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class MediaFile(_Strict):
+    """A file sent with a message: an image, audio or short video, relative to the persona file."""
+
+    file: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    alt: Annotated[str, StringConstraints(max_length=1500)] | None = Field(
+        default=None, description="what the file shows or sounds like, for people who cannot see or hear it"
+    )
+
+
+MediaList = Annotated[
+    list[MediaFile],
+    BeforeValidator(_as_media_list, json_schema_input_type=str | MediaFile | list[str | MediaFile]),
+    Field(max_length=10),
+]
+
+
+def _as_variant(value: Any) -> Any:
+    return {"say": value} if isinstance(value, str | list) else value
+
+
+class Variant(_Strict):
+    """What a reaction says on one platform: its own ``say``, its own ``media``, or both."""
+
+    say: Say | None = None
+    media: MediaList | None = Field(default=None, description="replaces the reaction's media here ([]: none)")
+
+
+PlatformVariant = Annotated[Variant, BeforeValidator(_as_variant, json_schema_input_type=str | list[str] | Variant)]
+
+
 class Reaction(_Strict):
     """What a persona does: say something, change state, raise events."""
 
     say: Say | None = None
+    media: MediaList = Field(default_factory=list)
     set: dict[str, Any] = Field(default_factory=dict)
-    platforms: dict[str, Say] = Field(default_factory=dict)
+    platforms: dict[str, PlatformVariant] = Field(default_factory=dict)
     emit: Emits = Field(default_factory=list)
     if_: str | None = Field(default=None, alias="if", description="Jinja expression; react only when true")
     delay: Duration | None = None

@@ -156,8 +156,12 @@ class _Checker:
             self.text(text_path, text, plain, samples)
         for platform, texts in action.platforms.items():
             on = [platform] if platform in self.platforms else []
-            raw = reaction.platforms.get(platform)
-            for text_path, text in self._texts(path, ("platforms", platform), texts, raw):
+            variant = reaction.platforms.get(platform)
+            raw = variant.say if variant is not None else None
+            sub: DataPath = ("platforms", platform)
+            if any(p in self.src.values for p in ((*path, *sub, "say"), (*path, *sub, "say", 0))):
+                sub = (*sub, "say")  # written as a mapping: {say: …, media: …}
+            for text_path, text in self._texts(path, sub, texts, raw):
                 self.text(text_path, text, on, samples)
 
     def phrases(self, samples: Sequence[Sample]) -> None:

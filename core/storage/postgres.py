@@ -21,9 +21,9 @@ import asyncpg
 from ..language.text import valid_unicode
 from .batching import ROW_WIDTH, BatchWriter, LogQueue, States, json_text
 from .facade import Composite
-from .records import OUTBOX_FIELDS, OutboxItem, OutboxRow, StoreError, utcnow
+from .records import OUTBOX_FIELDS, OutboxItem, OutboxRow, StoreError, full_row, utcnow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -60,6 +60,8 @@ _MIGRATIONS: dict[int, str] = {
         position TEXT, status TEXT NOT NULL DEFAULT 'running', timeline_hash TEXT
     );
     """,
+    # The files a message carries (JSON: path, MIME type, alt text), so a resume sends them too.
+    2: "ALTER TABLE outbox ADD COLUMN media TEXT;",
 }
 #: Any number will do as long as it is the same for every worker: the key of the migration lock.
 _MIGRATION_LOCK = 0x7065_7273_6F6E_6165 >> 1  # "personae", made to fit a signed bigint
@@ -78,9 +80,13 @@ _LOG_COLS = (
     "id", "ts", "direction", "persona", "platform", "chat", "user", "user_name", "text", "rule", "seed",
     "latency_ms", "status", "event", "run", "mission_time",
 )  # fmt: skip
+#: ``$1, $2, …``: one parameter per outbox field, and the creation time.
+_OUTBOX_PARAMS = ", ".join(f"${n}" for n in range(1, len(OUTBOX_FIELDS) + 2))
 #: The outbox columns that are NOT NULL without a default.
 _REQUIRED = frozenset({"key", "persona", "adapter", "chat", "text"})
-_OUTBOX_COLS = "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts"
+_OUTBOX_COLS = (
+    "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts, media"
+)
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -248,7 +254,7 @@ class PgOutbox:
             return
         rows = []
         for i in items:
-            row = i if isinstance(i, tuple) else tuple(i.get(f) for f in OUTBOX_FIELDS)
+            row = full_row(i) if isinstance(i, tuple) else tuple(i.get(f) for f in OUTBOX_FIELDS)
             missing = [f for f, v in zip(OUTBOX_FIELDS, row, strict=True) if v is None and f in _REQUIRED]
             if missing:
                 raise ValueError(f"outbox row without {', '.join(missing)}: {i!r}")
@@ -257,8 +263,7 @@ class PgOutbox:
         columns = ", ".join(OUTBOX_FIELDS)
         async with self._conn.pool.acquire() as con, con.transaction():
             await con.executemany(
-                f"INSERT INTO outbox ({columns}, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                " ON CONFLICT (key) DO NOTHING",
+                f"INSERT INTO outbox ({columns}, created) VALUES ({_OUTBOX_PARAMS}) ON CONFLICT (key) DO NOTHING",
                 [(*r, now) for r in rows],
             )
 

@@ -56,13 +56,27 @@ class OutboxItem:
     mission_time: str | None
     status: str
     attempts: int
+    #: The files sent with it, as JSON (see :func:`personae.engine.messages.media_from_json`).
+    media: str | None = None
 
 
 #: The fields of an outbox message, in :data:`OutboxRow` order.
-OUTBOX_FIELDS = ("key", "run", "persona", "adapter", "chat", "text", "reply_to", "event", "rule", "mission_time")
+OUTBOX_FIELDS = (
+    "key", "run", "persona", "adapter", "chat", "text", "reply_to", "event", "rule", "mission_time", "media",
+)  # fmt: skip
 #: A message for :meth:`~personae.storage.interface.Outbox.outbox_add`, in ``OUTBOX_FIELDS`` order:
-#: ``(key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time)``.
-OutboxRow = tuple[str, str | None, str, str, str, str, str | None, str | None, str | None, str | None]
+#: ``(key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, media)``.
+#: A row without its last field (``media``, added later) is read as having none.
+OutboxRow = (
+    tuple[str, str | None, str, str, str, str, str | None, str | None, str | None, str | None, str | None]
+    | tuple[str, str | None, str, str, str, str, str | None, str | None, str | None, str | None]
+)
+
+
+def full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with every field of :data:`OUTBOX_FIELDS` (the ones it lacks as ``None``)."""
+    missing = len(OUTBOX_FIELDS) - len(row)
+    return (*row, *(None,) * missing) if missing > 0 else row
 
 
 def utcnow() -> str:

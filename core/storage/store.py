@@ -45,7 +45,7 @@ __all__ = [
     "utcnow",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -142,6 +142,8 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX intake_pending ON intake (status, seq);
     """,
+    # The files a message carries (JSON: path, MIME type, alt text), so a resume sends them too.
+    5: "ALTER TABLE outbox ADD COLUMN media TEXT;",
 }
 
 

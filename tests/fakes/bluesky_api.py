@@ -154,6 +154,10 @@ class FakeBluesky:
     duplicates_refused: int = 0
     throttled: int = 0
     sessions_created: int = 0
+    #: Uploaded blobs: CID -> (MIME type, bytes). Anything may be uploaded; a post may reference an image up to
+    #: ``max_image_size`` bytes (the lexicon's maxSize for app.bsky.embed.images).
+    blobs: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    max_image_size: int = 1_000_000
     sessions_refreshed: int = 0
     #: Every request as (method, NSID), and every Authorization header and body seen.
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -175,7 +179,7 @@ class FakeBluesky:
     # -- lifecycle
 
     async def __aenter__(self) -> FakeBluesky:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/xrpc/{nsid}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -377,6 +381,7 @@ class FakeBluesky:
             "app.bsky.actor.getProfile": self._get_profile,
             "com.atproto.identity.resolveHandle": self._resolve_handle,
             "com.atproto.repo.createRecord": self._create_record,
+            "com.atproto.repo.uploadBlob": self._upload_blob,
             "com.atproto.repo.getRecord": self._get_record,
             "app.bsky.notification.listNotifications": self._list_notifications,
             "app.bsky.feed.getPostThread": self._get_post_thread,
@@ -457,6 +462,41 @@ class FakeBluesky:
             headers=self._rate_headers(),
         )
 
+    async def _upload_blob(self, request: web.Request) -> web.Response:
+        """The body is the blob; its type is the Content-Type header (the PDS sniffs when it is vague)."""
+        if request.method != "POST":
+            raise _Refused(400, "InvalidRequest", "uploadBlob is a procedure")
+        data = await request.read()
+        mime = request.headers.get("Content-Type", "*/*")
+        if mime in ("*/*", "application/octet-stream") and data.startswith(b"\x89PNG"):
+            mime = "image/png"
+        digest = hashlib.sha256(data).digest()
+        cid = "b" + base64.b32encode(bytes([1, 0x55, 0x12, 0x20]) + digest).decode().lower().rstrip("=")
+        self.blobs[cid] = (mime, data)
+        return _json({"blob": {"$type": "blob", "ref": {"$link": cid}, "mimeType": mime, "size": len(data)}})
+
+    def _validate_embed(self, embed: Any) -> None:
+        def invalid(why: str) -> _Refused:
+            return _Refused(400, "InvalidRecord", f"Invalid app.bsky.feed.post record: {why}")
+
+        if not isinstance(embed, dict) or embed.get("$type") != "app.bsky.embed.images":
+            raise invalid("Record/embed must be an app.bsky.embed.images here")
+        images = embed.get("images")
+        if not isinstance(images, list) or not 1 <= len(images) <= 4:
+            raise invalid("Record/embed/images must hold 1 to 4 images")
+        for n, image in enumerate(images):
+            if not isinstance(image.get("alt"), str):
+                raise invalid(f"Record/embed/images/{n}/alt must be a string")
+            blob = image.get("image") or {}
+            found = self.blobs.get(str((blob.get("ref") or {}).get("$link")))
+            if found is None:
+                raise invalid(f"Record/embed/images/{n}/image: blob not found")
+            mime, data = found
+            if not mime.startswith("image/"):
+                raise invalid(f"Record/embed/images/{n}/image: wrong mime type {mime}")
+            if len(data) > self.max_image_size:
+                raise invalid(f"Record/embed/images/{n}/image: blob too large ({len(data)} > {self.max_image_size})")
+
     def _validate(self, record: dict[str, Any]) -> None:
         def invalid(why: str) -> _Refused:
             return _Refused(400, "InvalidRecord", f"Invalid app.bsky.feed.post record: {why}")
@@ -488,6 +528,8 @@ class FakeBluesky:
             for feature in facet.get("features") or []:
                 if feature.get("$type") == "app.bsky.richtext.facet#mention" and feature.get("did") not in self.actors:
                     raise invalid(f"mention of an unknown DID {feature.get('did')}")
+        if record.get("embed") is not None:
+            self._validate_embed(record["embed"])
         reply = record.get("reply")
         if reply is not None:
             for part in ("root", "parent"):

@@ -209,6 +209,9 @@ class SentMessage:
     tts: bool = False
     flags: int = 0
     attachments: tuple[str, ...] = ()
+    #: Each attachment's ``description`` (its alt text) and size in bytes, in ``attachments`` order.
+    attachment_alts: tuple[str | None, ...] = ()
+    attachment_sizes: tuple[int, ...] = ()
     embeds: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
     time: float = field(default=0.0, compare=False)
@@ -408,6 +411,8 @@ class FakeDiscord:
         self.seed = seed
         #: Answer gateway heartbeats; set False to simulate a zombie connection.
         self.ack_heartbeats = True
+        #: Largest attachment accepted (Discord: 10 MiB without boosts); larger ones get a 413.
+        self.max_attachment_size = 10 * 1024 * 1024
 
         # Records a test reads.
         self.sent: list[SentMessage] = []
@@ -424,7 +429,7 @@ class FakeDiscord:
         self.presence_updates: list[dict[str, Any]] = []
 
         self._rng = random.Random(seed)
-        self._app = web.Application()
+        self._app = web.Application(client_max_size=64 * 1024 * 1024)  # the fake enforces its own limit
         self._app.router.add_get("/gateway", self._gateway)
         self._app.router.add_get("/gateway-resume", self._gateway)
         self._app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
@@ -1407,9 +1412,14 @@ class FakeDiscord:
             form = await request.post()
             raw_json = form.get("payload_json")
             body: dict[str, Any] = json.loads(raw_json) if isinstance(raw_json, str) else {}
+            sizes: list[int] = []
             for name, value in form.items():
                 if name.startswith("files[") and isinstance(value, web.FileField):
                     filenames.append(value.filename)
+                    sizes.append(len(value.file.read()))
+            if any(n > self.max_attachment_size for n in sizes):
+                return _error(413, "Request entity too large", 40005)
+            body["_sizes"] = sizes
         elif request.content_type == "application/json":
             body = await request.json()
         else:
@@ -1493,6 +1503,8 @@ class FakeDiscord:
                 tts=bool(body.get("tts")),
                 flags=int(body.get("flags") or 0),
                 attachments=tuple(filenames),
+                attachment_alts=_alts(body, filenames),
+                attachment_sizes=tuple(body.get("_sizes") or ()),
                 embeds=tuple(embeds),
                 raw=body,
                 time=time.monotonic(),
@@ -1549,3 +1561,9 @@ class FakeDiscord:
         if replied and replied_author is not None and replied_author not in users and replied_author in self._users:
             users = [*users, replied_author]
         return everyone, users, roles
+
+
+def _alts(body: dict[str, Any], filenames: list[str]) -> tuple[str | None, ...]:
+    """The ``description`` of each uploaded file, from ``payload_json``'s ``attachments`` (matched by id)."""
+    described = {int(a["id"]): a.get("description") for a in body.get("attachments") or [] if "id" in a}
+    return tuple(described.get(i) for i in range(len(filenames)))

@@ -105,6 +105,8 @@ class FakeStatus:
     mentions: list[FakeAccount]
     created_at: datetime
     idempotency_key: str | None = None
+    #: The attachments posted with it (as ``media_attachments`` shows them).
+    media: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +132,15 @@ class FakeMastodon:
     lose_next_answers: int = 0
     unauthorized: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
+    #: While true, every status creation answers 503 (uploads still work): a post that fails after its upload.
+    refuse_posts: bool = False
+    #: Media limits announced in /api/v2/instance and enforced on upload (bytes).
+    image_size_limit: int = 16 * 1024 * 1024
+    video_size_limit: int = 99 * 1024 * 1024
+    #: How many GET /api/v1/media/:id answer 206 (still processing) before the attachment is ready.
+    processing_polls: int = 1
+    #: Every upload: id -> attachment (with "data" and "polls" kept on the side).
+    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Idempotency-Key -> status id.
     _keys: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100_000_000_000_000_001))
@@ -143,7 +154,7 @@ class FakeMastodon:
 
     async def __aenter__(self) -> FakeMastodon:
         self.accounts[self.me.id] = self.me
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._middleware], client_max_size=256 * 1024 * 1024)
         r = app.router
         for path in ("/api/v1/instance", "/api/v1/instance/"):
             r.add_get(path, self._instance_v1)
@@ -154,6 +165,8 @@ class FakeMastodon:
         r.add_get("/api/v1/statuses/{id}", self._get_status)
         r.add_get("/api/v1/statuses/{id}/context", self._context)
         r.add_get("/api/v1/notifications", self._notifications)
+        r.add_post("/api/v2/media", self._upload)
+        r.add_get("/api/v1/media/{id}", self._get_media)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.socket()
@@ -278,7 +291,7 @@ class FakeMastodon:
             "mentions": [
                 {"id": a.id, "username": a.username, "acct": a.acct, "url": f"{base}/@{a.acct}"} for a in s.mentions
             ],
-            "media_attachments": [],
+            "media_attachments": s.media,
             "tags": [],
             "emojis": [],
             "reblogs_count": 0,
@@ -343,6 +356,22 @@ class FakeMastodon:
                         "max_media_attachments": 4,
                         "characters_reserved_per_url": URL_LENGTH,
                     },
+                    "media_attachments": {
+                        "supported_mime_types": [
+                            "image/png",
+                            "image/jpeg",
+                            "image/gif",
+                            "image/webp",
+                            "audio/mpeg",
+                            "audio/ogg",
+                            "audio/wav",
+                            "audio/x-wav",
+                            "video/mp4",
+                            "video/webm",
+                        ],
+                        "image_size_limit": self.image_size_limit,
+                        "video_size_limit": self.video_size_limit,
+                    },
                 },
             }
         )
@@ -351,20 +380,32 @@ class FakeMastodon:
         return _json(self.me.json(self.base_url))
 
     async def _post_status(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_posts:
+            return _json({"error": "Service Unavailable"}, 503)
         key = request.headers.get("Idempotency-Key")
         if key is not None and key in self._keys:  # before validation, as Mastodon does
             self.posts_answered += 1
             return _json(self._status_json(self.statuses[self._keys[key]]))
         if request.content_type == "application/json":
             form: dict[str, Any] = await request.json()
+            media_ids = [str(i) for i in form.get("media_ids") or []]
         else:
-            form = dict(await request.post())
+            posted = await request.post()
+            form = dict(posted)
+            media_ids = [str(i) for i in posted.getall("media_ids[]", [])]
+        if len(media_ids) > 4:
+            return _json({"error": "Validation failed: Media attachments are limited to 4"}, 422)
+        attached = [self.uploads.get(i) for i in media_ids]
+        if any(a is None for a in attached):
+            return _json({"error": "Record not found"}, 404)
+        if any(a is not None and a["url"] is None for a in attached):
+            return _json({"error": "Validation failed: Media is still being processed"}, 422)
         text = str(form.get("status") or "")
         spoiler = str(form.get("spoiler_text") or "")
         visibility = str(form.get("visibility") or "public")
         if visibility not in ("public", "unlisted", "private", "direct"):
             return _json({"error": "Validation failed: Visibility is not included in the list"}, 422)
-        if not text.strip():
+        if not text.strip() and not media_ids:
             return _json({"error": "Validation failed: Text can't be blank"}, 422)
         length = countable_length(spoiler) + countable_length(text)
         if length > self.max_characters:
@@ -376,6 +417,7 @@ class FakeMastodon:
                 return _json({"error": "Record not found"}, 404)
         status = self._create(self.me, text, visibility, parent, spoiler, form.get("language") or None)
         status.idempotency_key = key
+        status.media = [_public(a) for a in attached if a is not None]
         self.created.append(status)
         if key is not None:
             self._keys[key] = status.id
@@ -386,6 +428,48 @@ class FakeMastodon:
             return web.Response()
         self.posts_answered += 1
         return _json(self._status_json(status))
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """POST /api/v2/media: multipart ``file`` and ``description``; 202 with ``url: null`` while processing."""
+        if request.content_type != "multipart/form-data":
+            return _json({"error": "Validation failed: File can't be blank"}, 422)
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            return _json({"error": "Validation failed: File can't be blank"}, 422)
+        data = upload.file.read()
+        kind = upload.content_type.split("/", 1)[0]
+        if kind not in ("image", "audio", "video"):
+            return _json({"error": f"Validation failed: File content type {upload.content_type} is invalid"}, 422)
+        limit = self.image_size_limit if kind == "image" else self.video_size_limit
+        if len(data) > limit:
+            return _json({"error": f"Validation failed: File file size must be less than {limit} Bytes"}, 422)
+        media_id = str(next(self._ids))
+        description = form.get("description")
+        self.uploads[media_id] = {
+            "id": media_id,
+            "type": "image" if kind == "image" else kind,
+            "url": None,
+            "preview_url": None,
+            "description": description if isinstance(description, str) else None,
+            "blurhash": None,
+            "meta": {},
+            "data": data,
+            "filename": upload.filename,
+            "content_type": upload.content_type,
+            "polls": 0,
+        }
+        return _json(_public(self.uploads[media_id]), 202)
+
+    async def _get_media(self, request: web.Request) -> web.Response:
+        attachment = self.uploads.get(request.match_info["id"])
+        if attachment is None:
+            return _json({"error": "Record not found"}, 404)
+        attachment["polls"] += 1
+        if attachment["polls"] <= self.processing_polls:
+            return _json(_public(attachment), 206)
+        attachment["url"] = attachment["preview_url"] = f"{self.base_url}/system/media/{attachment['id']}"
+        return _json(_public(attachment))
 
     async def _get_status(self, request: web.Request) -> web.Response:
         status = self.statuses.get(request.match_info["id"])
@@ -439,6 +523,11 @@ class FakeMastodon:
             url = f"{self.base_url}/api/v1/notifications"
             headers["Link"] = f'<{url}?max_id={page[-1]["id"]}>; rel="next", <{url}?min_id={page[0]["id"]}>; rel="prev"'
         return _json(body, headers=headers)
+
+
+def _public(attachment: dict[str, Any]) -> dict[str, Any]:
+    """An attachment as the API shows it (without the bytes kept for tests)."""
+    return {k: v for k, v in attachment.items() if k not in ("data", "filename", "content_type", "polls")}
 
 
 def _iso(t: datetime) -> str:

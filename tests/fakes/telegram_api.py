@@ -124,6 +124,9 @@ _COMMAND_RE: Final = re.compile(r"[a-z0-9_]{1,32}")
 _BOT_COMMAND_IN_TEXT_RE: Final = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?")
 
 MAX_MESSAGE_LENGTH: Final = 4096
+MAX_CAPTION_LENGTH: Final = 1024
+#: Largest upload per file parameter (Bot API: photos 10 MB, other files 50 MB).
+MAX_UPLOAD: Final = {"photo": 10 * 1000 * 1000, "audio": 50 * 1000 * 1000, "video": 50 * 1000 * 1000}
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,8 @@ class SentMessage:
     reply_markup: Mapping[str, Any] | None = None
     method: str = "sendMessage"
     """The API method; other ``send*`` methods are recorded with their caption as ``text``."""
+    files: tuple[UploadedFile, ...] = ()
+    """The files uploaded with it (sendPhoto, sendAudio, sendVideo, sendMediaGroup)."""
 
 
 @dataclass(frozen=True)
@@ -1047,6 +1052,8 @@ class FakeTelegram:
             return True
         if name == "getfile":
             return self._get_file(params)
+        if name == "sendmediagroup":
+            return self._send_media_group(params)
         if name.startswith("send") and name != "sendmediagroup":
             # Photos, stickers, documents...: a Message carrying the caption.
             return self._send(method, params, text_key="caption")
@@ -1106,7 +1113,7 @@ class FakeTelegram:
             raise _bad_request("message to be replied not found")
         return self._embeddable(target)
 
-    def _send(self, method: str, params: JSONDict, *, text_key: str) -> JSONDict:
+    def _send(self, method: str, params: JSONDict, *, text_key: str, paced: bool = True) -> JSONDict:
         chat_id = self._target_chat(params)
         text = _opt_str(params, text_key) or ""
         parse_mode = _opt_str(params, "parse_mode")
@@ -1117,10 +1124,14 @@ class FakeTelegram:
                 raise _bad_request("message text is empty")
             if _utf16_len(visible) > MAX_MESSAGE_LENGTH:
                 raise _bad_request("message is too long")
+        elif _utf16_len(visible) > MAX_CAPTION_LENGTH:
+            raise _bad_request("message caption is too long")
+        files = self._uploads(params)
         reply_to = self._reply_target(chat_id, params)
-        # Flood control last: a refused message is not counted against the limits.
-        self._check_rate(chat_id)
-        self._consume_rate(chat_id)
+        # Flood control last: a refused message is not counted against the limits (an album counts once).
+        if paced:
+            self._check_rate(chat_id)
+            self._consume_rate(chat_id)
 
         raw_entities = _opt_json(params, "entities" if text_key == "text" else "caption_entities")
         entities = tuple(dict(e) for e in raw_entities) if isinstance(raw_entities, list) else ()
@@ -1157,10 +1168,54 @@ class FakeTelegram:
                 entities=entities,
                 reply_markup=reply_markup if isinstance(reply_markup, dict) else None,
                 method=method,
+                files=files,
             )
         )
         self._notify_records()
         return message
+
+    @staticmethod
+    def _uploads(params: Mapping[str, Any]) -> tuple[UploadedFile, ...]:
+        """The files of a send call, each within its size limit (else the Bot API's 400 or 413)."""
+        files = []
+        for key, value in params.items():
+            if isinstance(value, UploadedFile):
+                if not value.data:
+                    raise _bad_request(f"file must be non-empty ({key})")
+                if len(value.data) > MAX_UPLOAD.get(key, MAX_UPLOAD["audio"]):
+                    raise _ApiError(413, "Request Entity Too Large")
+                files.append(value)
+        return tuple(files)
+
+    def _send_media_group(self, params: JSONDict) -> list[JSONDict]:
+        """sendMediaGroup: 2-10 items, each ``attach://<part>`` naming an uploaded file; one message each."""
+        items = _opt_json(params, "media")
+        if not isinstance(items, list) or not 2 <= len(items) <= 10:
+            raise _bad_request("media must include 2-10 items")
+        kinds = {str(i.get("type")) for i in items}
+        if "audio" in kinds and kinds != {"audio"}:
+            raise _bad_request("audio can't be mixed with other media types")
+        uploads = []
+        for n, item in enumerate(items):  # all checked before any is sent: an album is one message
+            ref = str(item.get("media", ""))
+            upload = params.get(ref.removeprefix("attach://"))
+            if not ref.startswith("attach://") or not isinstance(upload, UploadedFile):
+                raise _bad_request(f"wrong file identifier/HTTP URL specified (item {n})")
+            kind = str(item.get("type"))
+            self._uploads({kind: upload})
+            if _utf16_len(str(item.get("caption") or "")) > MAX_CAPTION_LENGTH:
+                raise _bad_request("message caption is too long")
+            uploads.append(upload)
+        messages = []
+        for n, (item, upload) in enumerate(zip(items, uploads, strict=True)):
+            one = {k: v for k, v in params.items() if k in ("chat_id", "reply_parameters")}
+            one[{"photo": "photo", "video": "video", "audio": "audio"}.get(str(item["type"]), "document")] = upload
+            if item.get("caption"):
+                one["caption"] = item["caption"]
+                if item.get("parse_mode"):
+                    one["parse_mode"] = item["parse_mode"]
+            messages.append(self._send("sendMediaGroup", one, text_key="caption", paced=n == 0))
+        return messages
 
     async def _get_updates(self, params: JSONDict) -> list[JSONDict]:
         if self.webhook_url:

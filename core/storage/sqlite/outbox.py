@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..batching import json_text
-from ..records import OUTBOX_FIELDS, OutboxItem, OutboxRow, utcnow
+from ..records import OUTBOX_FIELDS, OutboxItem, OutboxRow, full_row, utcnow
 from .connection import Connection
 from .packing import unpack
 
@@ -22,7 +22,9 @@ _OUTBOX_MARK_SQL = (
     " sent_at = CASE WHEN m.status = 'sent' THEN ?1 ELSE outbox.sent_at END"
     " FROM rows AS m WHERE outbox.id = m.id"
 )
-_OUTBOX_COLS = "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts"
+_OUTBOX_COLS = (
+    "id, key, run, persona, adapter, chat, text, reply_to, event, rule, mission_time, status, attempts, media"
+)
 
 
 def _outbox_row(item: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -52,7 +54,7 @@ class SqliteOutbox:
         """
         if not items:
             return
-        rows = [i if isinstance(i, tuple) else _outbox_row(i) for i in items]
+        rows = [full_row(i) if isinstance(i, tuple) else _outbox_row(i) for i in items]
         await self._conn.write(_OUTBOX_ADD_SQL, (utcnow(), json_text(rows)))
 
     async def outbox_pending(
