@@ -392,12 +392,18 @@ class Bot:
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return
         try:
+            # The user's rate limit counts built-in commands too: a flood of /subscribe spends the budget as well.
+            refused = self.engine.admit(incoming)
+            if refused is not None:
+                await self.deliver([_with_adapter(o, incoming) for o in refused])
+                self._count_replies(refused, arrived)
+                return
             handled = await self._builtin(incoming)
             if handled is not None:
                 await self.deliver(handled)
                 self._count_replies(handled, arrived)
                 return
-            out = await self.engine.handle(incoming)
+            out = await self.engine.handle(incoming, admitted=True)
         except (EngineError, TemplateRenderError) as exc:
             log.error("%s", self.redactor(str(exc)))
             return

@@ -32,6 +32,18 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class CooldownRule:
+    """After firing, a rule rests for ``duration``, counted ``per`` chat, user or globally.
+
+    While it rests it is skipped, or says one of ``say`` when given.
+    """
+
+    duration: timedelta
+    per: str
+    say: tuple[Text, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """What a rule, event reaction, fallback or schedule entry does when it fires."""
 
@@ -45,6 +57,9 @@ class Action:
     delay: timedelta | None = None
     #: Firing needs a template context (a template, ``set`` or ``emit``); computed at load.
     dynamic: bool = True
+    cooldown: CooldownRule | None = None
+    #: Avoid this many of the latest picks of ``say`` (``None``: the persona's default).
+    no_repeat: int | None = None
 
     def variants(self, platform: str) -> tuple[Text, ...]:
         """The ``say`` options for ``platform`` (its variant, else the default)."""
@@ -59,6 +74,15 @@ class Scheduled:
     event: str
     action: Action
     timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``messages`` messages per user in any ``per``; past it ``notice`` is said once."""
+
+    messages: int
+    per: timedelta
+    notice: Action
 
 
 @dataclass(frozen=True)
@@ -79,3 +103,6 @@ class Persona:
     fallback: Action | None
     schedule: tuple[Scheduled, ...]
     spec: PersonaFile
+    limits: RateLimit | None = None
+    #: Say lists and phrase banks avoid their latest this many picks in a chat.
+    no_repeat: int = 0
