@@ -304,3 +304,43 @@ def test_bad_cooldown_values_are_one_positioned_error(yaml: str, message: str):
         parse_persona(text, "bot.yaml")
     lines = [str(d) for d in caught.value.diagnostics]
     assert len(lines) == 1 and message in lines[0], lines
+
+
+# --------------------------------------------------------------------------- the runtime
+
+
+async def test_built_in_commands_count_against_the_limit_too(tmp_path: Path):
+    # A flood of /subscribe must not spend the platform budget either.
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.null import NullAdapter
+    from personae.app.runtime import Bot, BotOptions
+
+    captured: list[str] = []
+    adapter = NullAdapter(AdapterConfig("sink", "bot"))
+    async with Store(tmp_path / "bot.db") as store:
+        bot = Bot(
+            {"bot": parse_persona(LIMITED, "bot.yaml")},
+            [adapter],
+            store=store,
+            clock=VirtualClock(T0),
+            options=BotOptions(persist_state=False),
+            transcript=lambda o: captured.append(o.text),
+        )
+        for n, text in enumerate(["/subscribe", "/unsubscribe", "/subscribe", "/unsubscribe", "hi", "/subscribe"]):
+            await bot.on_message(Incoming("bot", "null", Chat("c1"), User("u1", "Ann"), text, str(n), adapter="sink"))
+        await bot.stop()
+    assert captured == [
+        "Subscribed: Bot's news will arrive here.",
+        "Unsubscribed. Farewell!",
+        "Subscribed: Bot's news will arrive here.",
+        NOTICE,
+    ]
+
+
+async def test_only_messages_the_persona_answers_count_against_the_limit():
+    # In a group the bot hears everyone: talk it would not answer spends nothing, and gets no notice.
+    e = engine_for(LIMITED, VirtualClock(T0))
+    for n in range(10):
+        chatter = Incoming("bot", "console", Chat("g", "group"), User("u1", "Ann"), "blah", str(n), fallback=False)
+        assert await e.handle(chatter) == []
+    assert [await said(e, "hi") for _ in range(4)] == [["hi Ann"]] * 3 + [[NOTICE]]

@@ -392,18 +392,19 @@ class Bot:
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return
         try:
-            # The user's rate limit counts built-in commands too: a flood of /subscribe spends the budget as well.
-            refused = self.engine.admit(incoming)
-            if refused is not None:
-                await self.deliver([_with_adapter(o, incoming) for o in refused])
-                self._count_replies(refused, arrived)
-                return
+            if self._is_builtin(incoming):
+                # The user's rate limit counts built-in commands too: a flood of /subscribe spends the budget.
+                refused = self.engine.admit(incoming)
+                if refused is not None:
+                    await self.deliver([_with_adapter(o, incoming) for o in refused])
+                    self._count_replies(refused, arrived)
+                    return
             handled = await self._builtin(incoming)
             if handled is not None:
                 await self.deliver(handled)
                 self._count_replies(handled, arrived)
                 return
-            out = await self.engine.handle(incoming, admitted=True)
+            out = await self.engine.handle(incoming)
         except (EngineError, TemplateRenderError) as exc:
             log.error("%s", self.redactor(str(exc)))
             return
@@ -416,6 +417,18 @@ class Bot:
         self.metrics.reply_latency.observe(time.perf_counter() - arrived)
         for o in out:
             self.metrics.replies.labels(o.persona, o.rule).inc()
+
+    def _is_builtin(self, incoming: Incoming) -> bool:
+        """Whether :meth:`_builtin` answers ``incoming`` (a built-in command of this bot, on a known adapter)."""
+        from ..engine.router import parse_command
+
+        cmd = parse_command(incoming.text, "/!")
+        if cmd is None or (cmd.bot and incoming.bot_username and cmd.bot.lower() != incoming.bot_username.lower()):
+            return False
+        names = self.options.commands
+        store_cmds = {names.subscribe, names.unsubscribe} if self.store is not None else set()
+        admin_cmds = {names.emit, names.reload, names.replay}
+        return cmd.name in {c for c in (*store_cmds, *admin_cmds) if c} and self._adapter_for(incoming) is not None
 
     async def _builtin(self, incoming: Incoming) -> list[Outgoing] | None:
         from ..engine.router import parse_command

@@ -141,7 +141,10 @@ class Engine:
             if scope == "persona":
                 self.state(persona).update(_known(data, self.personas[persona].state))
             elif scope in self._memories:
-                self._memories[scope].load(persona, chat, data)
+                # A run that does not save them (a replay) does not read them either: its picks
+                # and cooldowns then depend on its seed and timeline only.
+                if self.persist_state:
+                    self._memories[scope].load(persona, chat, data)
             else:
                 self.chat_state(persona, chat).update(_known(data, self.personas[persona].chat_state))
 
@@ -208,8 +211,8 @@ class Engine:
     def admit(self, incoming: Incoming) -> list[Outgoing] | None:
         """Count ``incoming`` against its user's ``limits``: ``None`` if it may be handled, else what to send.
 
-        The runtime calls this before its built-in commands, so that they spend the
-        user's allowance too, and then :meth:`handle` with ``admitted=True``.
+        :meth:`handle` counts the messages it answers by itself; the runtime calls this
+        for its built-in commands, which spend the user's allowance too.
         """
         incoming = incoming.cleaned()
         persona = self.personas.get(incoming.persona)
@@ -229,7 +232,8 @@ class Engine:
     async def handle(self, incoming: Incoming, *, admitted: bool = False) -> list[Outgoing]:
         """Answer one user message: first matching rule, else fallback. Never raises on user text.
 
-        Unless ``admitted`` (by :meth:`admit`), the message first counts against its user's ``limits``.
+        A message that a rule or the fallback answers counts against its user's ``limits``
+        (unless ``admitted`` already): past them, the user is told once, then ignored.
         """
         t0 = time.perf_counter()
         incoming = incoming.cleaned()
@@ -249,10 +253,6 @@ class Engine:
             self._log_in(incoming, now, "ignored: addressed to another bot")
             return []
         chat_key = f"{incoming.platform}:{incoming.chat.id}"
-        if persona.limits is not None and not admitted:
-            refused = self._admit(persona, incoming, now, t0)
-            if refused is not None:
-                return refused
         ctx: dict[str, Any] | None = None  # built only when a template or condition needs it
         chosen: Action | None = None
         cooling = False  # the chosen rule rests and says its cooldown_say
@@ -288,6 +288,11 @@ class Engine:
         if chosen is None:
             self._log_in(incoming, now, None)
             return []
+        if persona.limits is not None and not admitted:
+            # Only what would be answered counts: talk among others in a group spends nothing.
+            refused = self._admit(persona, incoming, now, t0)
+            if refused is not None:
+                return refused
         platform = incoming.platform
         if cooling:
             assert chosen.cooldown is not None
@@ -376,8 +381,6 @@ class Engine:
         verdicts: list[Verdict] = []
         answered = False
         limited = self._limited_now(persona, incoming, now)
-        if limited:
-            verdicts.append(limited)
         for index, action in enumerate(persona.replies):
             hit = None
             if index in candidates:
@@ -405,7 +408,7 @@ class Engine:
                     verdicts.append(Verdict(action.name, action.where, resting))
                     continue
                 outcome = f"answers with its cooldown_say ({resting})"
-            if limited and not answered:
+            if limited is not None and not answered:
                 outcome = limited.outcome
             verdicts.append(Verdict(action.name, action.where, "shadowed" if answered else outcome))
             answered = True
@@ -414,6 +417,9 @@ class Engine:
             resting = self._resting_text(persona, fallback, incoming, now)
             if resting is not None:
                 verdicts.append(Verdict(fallback.name, fallback.where, resting))
+            answered = resting is None or bool(fallback.cooldown and fallback.cooldown.say)
+        if limited is not None and answered:
+            verdicts.insert(0, limited)
         return verdicts
 
     # -- cooldowns, limits, variety
