@@ -179,6 +179,17 @@ async def test_past_the_limit_one_notice_then_silence_logged_as_ignored(tmp_path
     assert ins == ["ok"] * 3 + ["ignored: rate limited"] * 4 + ["ok"]
 
 
+async def test_the_notice_is_said_at_most_once_per_window_even_as_slots_free_up():
+    # Writing just past the limit must not earn a notice for every slot that frees up (twice the budget).
+    clock = VirtualClock(T0)
+    e = engine_for(LIMITED, clock)
+    got = []
+    for seconds in (0, 10, 20, 30, 60, 65, 70, 80, 95):
+        clock.jump(T0 + timedelta(seconds=seconds))
+        got.append(await said(e, "hi"))
+    assert got == [["hi Ann"]] * 3 + [[NOTICE], ["hi Ann"], [], ["hi Ann"], ["hi Ann"], [NOTICE]]
+
+
 async def test_a_limit_notice_may_be_a_template_or_nothing():
     clock = VirtualClock(T0)
     text = LIMITED.replace("per: 1m}", "per: 1m, notice: 'Slow down, {{ user.name }}.'}")
@@ -344,3 +355,45 @@ async def test_only_messages_the_persona_answers_count_against_the_limit():
         chatter = Incoming("bot", "console", Chat("g", "group"), User("u1", "Ann"), "blah", str(n), fallback=False)
         assert await e.handle(chatter) == []
     assert [await said(e, "hi") for _ in range(4)] == [["hi Ann"]] * 3 + [[NOTICE]]
+
+
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["hello", "tip", "news", "/launch", "hi", "zzz"]),
+        st.sampled_from(["c1", "c2"]),
+        st.sampled_from(["u1", "u2"]),
+        st.integers(0, 20),  # minutes that pass before the message
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), steps=STEPS)
+async def test_any_conversation_is_the_same_twice_and_no_rule_answers_while_it_rests(seed: int, steps: list):
+    text = PERSONA.replace("replies:\n", "limits: {messages: 6, per: 30m}\nno_repeat: 1\nreplies:\n", 1).replace(
+        'say: "Big news!"', "say: [n0, n1, n2]"
+    )
+
+    async def run() -> list[tuple[datetime, str, str, list[str]]]:
+        clock = VirtualClock(T0)
+        e = engine_for(text, clock, seed=seed)
+        out = []
+        for n, (said_text, chat, user, minutes) in enumerate(steps):
+            clock.jump(clock.now() + timedelta(minutes=minutes))
+            answer = await e.handle(msg(said_text, chat=chat, user=user, n=n))
+            out.append((clock.now(), chat, user, [o.text for o in answer]))
+        return out
+
+    first = await run()
+    assert first == await run()
+    hellos = [(at, chat) for at, chat, _, texts in first if any(t.startswith("Hello") for t in texts)]
+    for (a, chat_a), (b, chat_b) in itertools.combinations(hellos, 2):
+        assert chat_a != chat_b or b - a >= timedelta(minutes=10)
+    news = [at for at, _, _, texts in first if any(t in ("n0", "n1", "n2") for t in texts)]
+    assert all(b - a >= timedelta(minutes=30) for a, b in itertools.pairwise(news))
+    for user in ("u1", "u2"):
+        answered = [at for at, _, u, texts in first if u == user and texts]
+        for i, at in enumerate(answered):
+            # At most 6 answers plus one notice in any 30 minutes.
+            assert sum(1 for x in answered[: i + 1] if at - x < timedelta(minutes=30)) <= 7

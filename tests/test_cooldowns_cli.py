@@ -178,6 +178,16 @@ tests:
       - advance: 1m
       - say: news
         reply: Big news!
+  - name: the fifth message of the hour gets the notice
+    steps:
+      - say: a
+      - say: b
+      - say: c
+      - say: d
+      - say: e
+        rule: limits
+      - say: f
+        nothing: true
 """
 
 
@@ -209,7 +219,7 @@ def test_personae_test_runs_cooldown_expiry_and_says_why_not_cooling_down_or_rat
     (project / "personas" / "tests" / "why.yaml").write_text(textwrap.dedent(failing), encoding="utf-8")
     r = personae("test", cwd=project)
     assert r.returncode == 1
-    assert "4 test(s) in 2 file(s): 2 passed, 2 failed" in r.stdout, r.stdout  # the expiry tests pass
+    assert "5 test(s) in 2 file(s): 3 passed, 2 failed" in r.stdout, r.stdout  # the expiry tests pass
     assert (
         "why: replies[2] (personas/bot.yaml:12): cooling down: 6m left of its 10m cooldown for this user" in r.stdout
     ), r.stdout

@@ -35,11 +35,13 @@ class RateLimiter:
         self.memory = memory
 
     def _recent(self, persona: str, user: str, now: datetime, limit: RateLimit) -> tuple[list[float], bool]:
+        """The user's admitted messages within the window, and whether they were told within it."""
         record = self.memory.get(persona, user)
         t, window = now.timestamp(), limit.per.total_seconds()
         # Times after now come from another clock (a replay after a live run): they do not count.
         times = [x for x in record.get("at", ()) if isinstance(x, int | float) and t - window < x <= t]
-        return times, bool(record.get("noticed"))
+        told = record.get("told")
+        return times, isinstance(told, int | float) and t - window < told <= t
 
     def peek(self, persona: str, user: str, now: datetime, limit: RateLimit) -> bool:
         """Whether a message from ``user`` now would be refused (nothing changes)."""
@@ -47,14 +49,20 @@ class RateLimiter:
         return len(times) >= limit.messages
 
     def admit(self, persona: str, user: str, now: datetime, limit: RateLimit) -> Admission:
-        """Count one message from ``user`` at ``now`` and say what becomes of it."""
-        times, noticed = self._recent(persona, user, now, limit)
+        """Count one message from ``user`` at ``now`` and say what becomes of it.
+
+        The notice is said at most once per window: a user who keeps writing
+        just past the limit gets ``messages`` answers and one notice in any
+        ``per``, never a notice for each slot that frees up.
+        """
+        times, told = self._recent(persona, user, now, limit)
+        record = dict(self.memory.get(persona, user))
         if len(times) < limit.messages:
             # Refused messages are not counted: the window is about what the bot answers.
             times.append(now.timestamp())
-            self.memory.put(persona, user, {"at": times[-limit.messages :], "noticed": False})
+            self.memory.put(persona, user, {**record, "at": times[-limit.messages :]})
             return Admission.ADMIT
-        if noticed:
+        if told:
             return Admission.SILENT
-        self.memory.put(persona, user, {"at": times, "noticed": True})
+        self.memory.put(persona, user, {**record, "at": times, "told": now.timestamp()})
         return Admission.NOTICE

@@ -494,7 +494,7 @@ class _Compiler:
         pos = self.src.where(path)
         say = self.say(r.say, (*path, "say"), context)
         texts = [*say, *(t for v in platforms.values() for t in v)]
-        self._check_no_repeat(r, path, texts)
+        self._check_no_repeat(r, path)
         return Action(
             name=name,
             where=f"{self.src.file}:{pos.line}",
@@ -526,7 +526,7 @@ class _Compiler:
         say = self.say(r.cooldown_say, (*path, "cooldown_say"), context) if context != "event" else ()
         return CooldownRule(r.cooldown.for_, per, say)
 
-    def _check_no_repeat(self, r: Reaction, path: DataPath, texts: Sequence[Text]) -> None:
+    def _check_no_repeat(self, r: Reaction, path: DataPath) -> None:
         # Of n options, at most n - 1 can be avoided: the last pick must stay possible.
         sizes = [len(r.say or ()), *(len(v) for v in r.platforms.values())]
         if r.no_repeat and r.no_repeat >= max(sizes):

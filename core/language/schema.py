@@ -56,6 +56,8 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
+        if str(value).strip().startswith("-"):
+            raise ValueError(f"'{value}': a duration cannot be negative")
         match = _DURATION.match(str(value))
         if not match or not match.group(2):
             raise ValueError(f"'{value}' is not a duration (use e.g. 90s, 2m, 1h, 3d)")
@@ -160,13 +162,15 @@ class Cooldown(_Strict):
         Field(default=None, description="chat, user or global (default: chat for a reply, global for an event)")
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, value: Any) -> Any:
-        # `cooldown: 10m` is `cooldown: {for: 10m}`.
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return {"for": value}
-        return value
+
+def _cooldown_short_form(value: Any) -> Any:
+    # `cooldown: 10m` is `cooldown: {for: 10m}`.
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"for": value}
+    return value
+
+
+CooldownSpec = Annotated[Cooldown, BeforeValidator(_cooldown_short_form, json_schema_input_type=str | float | Cooldown)]
 
 
 class Limits(_Strict):
@@ -186,7 +190,7 @@ class Reaction(_Strict):
     emit: Emits = Field(default_factory=list)
     if_: str | None = Field(default=None, alias="if", description="Jinja expression; react only when true")
     delay: Duration | None = None
-    cooldown: Cooldown | None = Field(
+    cooldown: CooldownSpec | None = Field(
         default=None, description="rest after firing: 10m (per chat), or {for: 10m, per: chat|user|global}"
     )
     cooldown_say: Say | None = Field(default=None, description="said instead while the rule rests (replies only)")
