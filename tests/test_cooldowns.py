@@ -133,6 +133,17 @@ async def test_an_event_reaction_with_a_cooldown_is_skipped_while_it_rests():
     assert e.state("bot")["launches"] == 2
 
 
+async def test_a_schedule_entry_with_a_cooldown_skips_the_ticks_inside_it():
+    text = "persona: bot\nname: Bot\nschedule:\n  - cron: '0 * * * *'\n    say: tick\n    cooldown: 90m\n"
+    e = engine_for(text, VirtualClock(T0))
+    entry = e.personas["bot"].schedule[0]
+    posts = []
+    for hour in range(5):
+        at = T0 + timedelta(hours=hour)
+        posts.append([o.text for o in await e.react(e.personas["bot"], entry.action, Event("schedule", at))])
+    assert posts == [["tick"], [], ["tick"], [], ["tick"]]
+
+
 async def test_explain_says_a_rule_is_cooling_down_and_for_how_long():
     clock = VirtualClock(T0)
     e = engine_for(PERSONA, clock)
