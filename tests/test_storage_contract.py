@@ -236,6 +236,52 @@ async def test_no_state_is_an_empty_mapping(storage: Storage):
     assert await storage.load_states() == {}
 
 
+_GUARDED = """\
+persona: p
+name: P
+limits: {messages: 2, per: 1h, notice: "Easy."}
+replies:
+  - when: {keywords: hi}
+    say: [a, b, c]
+    no_repeat: 2
+    cooldown: 1h
+    cooldown_say: later
+"""
+
+
+async def test_cooldowns_limits_and_latest_picks_come_back_after_a_restart(backend: Factory):
+    # The engine keeps them with persona state, each under a scope of its own: both backends must keep them.
+    from datetime import timedelta
+
+    from personae import Chat, Incoming, User
+    from personae.engine.engine import Engine
+    from personae.language.loader import parse_persona
+    from personae.timing.clock import VirtualClock
+
+    persona = parse_persona(_GUARDED, "p.yaml")
+    start = datetime(2014, 11, 12, tzinfo=UTC)
+    clock = VirtualClock(start)
+
+    async def say(text: str) -> list[str]:
+        async with backend() as storage:
+            engine = Engine({"p": persona}, store=storage, clock=clock)
+            await engine.restore()
+            return [o.text for o in await engine.handle(Incoming("p", "console", Chat("c"), User("u", "U"), text))]
+
+    first = await say("hi")
+    assert await say("hi") == ["later"]  # resting, across a restart
+    assert await say("hi") == ["Easy."]  # the third message of the hour
+    assert await say("hi") == []  # told once already
+    clock.jump(start + timedelta(hours=1))
+    second = await say("hi")
+    clock.jump(start + timedelta(hours=2))
+    third = await say("hi")
+    assert sorted([*first, *second, *third]) == ["a", "b", "c"]  # no_repeat 2 remembered both picks
+    async with backend() as storage:
+        scopes = {scope for _, scope, _ in await storage.load_states()}
+    assert scopes == {"cooldown", "limit", "recent"}
+
+
 # -- outbox
 
 

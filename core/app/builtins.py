@@ -30,6 +30,16 @@ class Builtins:
         self.bot = bot
         self._log_in = log_in
 
+    def handles(self, incoming: Incoming) -> bool:
+        """Whether :meth:`answer` answers ``incoming`` (a built-in command of this bot, on a known adapter)."""
+        cmd = parse_command(incoming.text, "/!")
+        if cmd is None or (cmd.bot and incoming.bot_username and cmd.bot.lower() != incoming.bot_username.lower()):
+            return False
+        names = self.bot.options.commands
+        store_cmds = {names.subscribe, names.unsubscribe} if self.bot.store is not None else set()
+        admin_cmds = {names.emit, names.reload, names.replay}
+        return cmd.name in {c for c in (*store_cmds, *admin_cmds) if c} and self.bot.adapter_for(incoming) is not None
+
     async def answer(self, incoming: Incoming) -> list[Outgoing] | None:
         """The reply to a built-in command, or ``None`` if ``incoming`` is not one (the persona answers)."""
         cmd = parse_command(incoming.text, "/!")

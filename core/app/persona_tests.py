@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..engine.cooldowns import describe_remaining
 from ..engine.engine import Verdict
 from ..engine.messages import Chat, Event, Incoming, Outgoing, User
 from ..engine.persona import Action, Persona
@@ -118,10 +119,15 @@ def load_test_file(path: Path) -> TestSource:
 
 
 def actions_of(persona: Persona) -> list[Action]:
-    """Every rule of ``persona``: replies, fallback, event reactions, schedule entries, in file order."""
+    """Every rule of ``persona``: replies, fallback, event reactions, schedule entries, the ``limits`` notice.
+
+    In file order.
+    """
     found = [*persona.replies, *persona.events.values(), *(s.action for s in persona.schedule)]
     if persona.fallback is not None:
         found.append(persona.fallback)
+    if persona.limits is not None:
+        found.append(persona.limits.notice)
     return sorted(found, key=lambda a: _line_of(a.where))
 
 
@@ -598,11 +604,22 @@ def _why(
                     return _verdict_text(v, verdicts, persona)
             if action is persona.fallback:
                 return "the fallback answers only when no rule does"
+            if persona.limits is not None and action is persona.limits.notice:
+                limit = persona.limits
+                return (
+                    f"the limits notice is said once, at the first message past {limit.messages} "
+                    f"per {describe_remaining(limit.per)} from one user"
+                )
             return f"{action.name} is not a reply rule: a message never fires it"
         if not action.name.startswith(("events.", "schedule[")):
             return f"{action.name} answers messages; an event or the clock never fires it"
         if action.delay:
             return f"{action.name} has a delay of {action.delay}: add an 'advance' step"
+        if action.cooldown is not None:
+            rest = f"its {describe_remaining(action.cooldown.duration)} cooldown had not run out since it last posted"
+            if action.condition is None:
+                return f"{action.name} did not post: {rest}"
+            return f"{action.name} did not post: its condition was false, or {rest}"
         if action.condition is not None:
             reaction = persona.spec.events.get(action.name.removeprefix("events."))
             condition = f" '{reaction.if_}'" if reaction is not None and reaction.if_ else ""

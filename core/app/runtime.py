@@ -332,6 +332,13 @@ class Bot:
             self._log_in(incoming, f"ignored: {incoming.kind}")
             return
         try:
+            if self._builtins.handles(incoming):
+                # The user's rate limit counts built-in commands too: a flood of /subscribe spends the budget.
+                refused = self.engine.admit(incoming)
+                if refused is not None:
+                    await self.deliver([_with_adapter(o, incoming) for o in refused])
+                    self._count_replies(refused, arrived)
+                    return
             handled = await self._builtins.answer(incoming)
             if handled is not None:
                 await self.deliver(handled)

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..language.templates import Dialect, TemplateRenderError, Text, days_since
@@ -21,10 +21,15 @@ from ..storage.interface import Journal
 from ..storage.records import LogRow
 from ..timing.clock import Clock, SystemClock
 from ..timing.scheduler import Scheduler
+from . import cooldowns, limits, variety
+from .cooldowns import Cooldowns, cooldown_key, describe_remaining
+from .limits import Admission, RateLimiter
+from .memory import ScopedMemory
 from .messages import Event, Incoming, Outgoing
 from .persona import Action, Persona
 from .router import parse_command
 from .safe_regex import MESSAGE_BUDGET, Budget, RegexTimeout
+from .variety import Variety
 
 Sink = Callable[[list[Outgoing]], Awaitable[None]]
 
@@ -47,7 +52,9 @@ class Verdict:
     """What one reply rule does with a message (see :meth:`Engine.explain`).
 
     ``outcome`` is ``answers``, ``shadowed`` (it would, but an earlier rule answers),
-    ``no trigger match``, ``condition false`` or ``condition failed: …``.
+    ``no trigger match``, ``condition false``, ``condition failed: …``,
+    ``cooling down: …`` (skipped), ``answers with its cooldown_say (cooling down: …)``,
+    or ``rate limited: …`` (the user is past the persona's ``limits``; rule ``limits``).
     """
 
     rule: str
@@ -114,6 +121,13 @@ class Engine:
         self._state: dict[str, dict[str, Any]] = {}
         self._chat_state: dict[tuple[str, str], dict[str, Any]] = {}
         self._counters: dict[str, int] = {}
+        # Cooldowns, rate limits and latest picks: saved with state, each under a scope of its own.
+        self._memories = {
+            scope: ScopedMemory(scope, self._save_memory) for scope in (cooldowns.SCOPE, limits.SCOPE, variety.SCOPE)
+        }
+        self._cooldowns = Cooldowns(self._memories[cooldowns.SCOPE])
+        self._limiter = RateLimiter(self._memories[limits.SCOPE])
+        self._variety = Variety(self._memories[variety.SCOPE])
 
     # -- lifecycle
 
@@ -126,6 +140,11 @@ class Engine:
                 continue
             if scope == "persona":
                 self.state(persona).update(_known(data, self.personas[persona].state))
+            elif scope in self._memories:
+                # A run that does not save them (a replay) does not read them either: its picks
+                # and cooldowns then depend on its seed and timeline only.
+                if self.persist_state:
+                    self._memories[scope].load(persona, chat, data)
             else:
                 self.chat_state(persona, chat).update(_known(data, self.personas[persona].chat_state))
 
@@ -189,8 +208,33 @@ class Engine:
 
     # -- messages
 
-    async def handle(self, incoming: Incoming) -> list[Outgoing]:
-        """Answer one user message: first matching rule, else fallback. Never raises on user text."""
+    def admit(self, incoming: Incoming) -> list[Outgoing] | None:
+        """Count ``incoming`` against its user's ``limits``: ``None`` if it may be handled, else what to send.
+
+        :meth:`handle` counts the messages it answers by itself; the runtime calls this
+        for its built-in commands, which spend the user's allowance too.
+        """
+        incoming = incoming.cleaned()
+        persona = self.personas.get(incoming.persona)
+        if persona is None or persona.limits is None or self._for_another_bot(persona, incoming):
+            return None
+        return self._admit(persona, incoming, self.clock.now(), time.perf_counter())
+
+    def _for_another_bot(self, persona: Persona, incoming: Incoming) -> bool:
+        command = parse_command(incoming.text, persona.router.prefixes)
+        return bool(
+            command is not None
+            and command.bot
+            and incoming.bot_username
+            and command.bot.lower() != incoming.bot_username.lower()
+        )
+
+    async def handle(self, incoming: Incoming, *, admitted: bool = False) -> list[Outgoing]:
+        """Answer one user message: first matching rule, else fallback. Never raises on user text.
+
+        A message that a rule or the fallback answers counts against its user's ``limits``
+        (unless ``admitted`` already): past them, the user is told once, then ignored.
+        """
         t0 = time.perf_counter()
         incoming = incoming.cleaned()
         persona = self.personas.get(incoming.persona)
@@ -211,6 +255,7 @@ class Engine:
         chat_key = f"{incoming.platform}:{incoming.chat.id}"
         ctx: dict[str, Any] | None = None  # built only when a template or condition needs it
         chosen: Action | None = None
+        cooling = False  # the chosen rule rests and says its cooldown_say
         match: dict[str, Any] = {}
         args = command.args if command else ""
         budget = Budget.start()  # shared by every regex tried on this message
@@ -228,33 +273,54 @@ class Engine:
                 ctx["match"] = hit.groups
                 if not self._holds(persona, action, ctx):
                     continue
+            if action.cooldown is not None and self._resting(persona, action, incoming, now) is not None:
+                if not action.cooldown.say:
+                    continue  # resting and silent: the next rule may answer
+                cooling = True
             chosen, match, args = action, hit.groups, hit.args
             break
-        if chosen is None:
-            chosen = persona.fallback if incoming.fallback else None
-            match = {}
+        if chosen is None and incoming.fallback and persona.fallback is not None:
+            chosen, match = persona.fallback, {}
+            if chosen.cooldown is not None and self._resting(persona, chosen, incoming, now) is not None:
+                cooling = True
+                if not chosen.cooldown.say:
+                    chosen = None
         if chosen is None:
             self._log_in(incoming, now, None)
             return []
+        if persona.limits is not None and not admitted:
+            # Only what would be answered counts: talk among others in a group spends nothing.
+            refused = self._admit(persona, incoming, now, t0)
+            if refused is not None:
+                return refused
         platform = incoming.platform
-        options = chosen.variants(platform)
+        if cooling:
+            assert chosen.cooldown is not None
+            options, dynamic = chosen.cooldown.say, True
+        else:
+            options, dynamic = chosen.variants(platform), chosen.dynamic
+            if chosen.cooldown is not None:
+                self._cooldowns.start(persona.id, chosen.name, self._cooldown_key(chosen, incoming), now)
         seed = 0
-        if chosen.dynamic or len(options) > 1:
+        if dynamic or len(options) > 1:
             seed = self._seed(persona.id, chosen.name)
-        if chosen.dynamic:
+        variant = "cooldown_say" if cooling else platform if platform in chosen.platforms else "say"
+        pick = self._pick(persona, chosen, chat_key, options, seed, variant)
+        if dynamic:
             ctx = ctx or self._reply_context(persona, incoming, now, chat_key, args)
             ctx["match"] = match
             ctx["message"]["args"] = args
-            self._bind_phrase(persona, ctx, seed)
+            self._bind_phrase(persona, ctx, seed, chat_key, _no_repeat(persona, chosen))
             try:
-                self._assign(persona, chosen, ctx, chat_key)
-                say = self._render(options, ctx, seed, self.platforms.get(platform, "plain"))
+                if not cooling:  # a resting rule only says its cooldown_say: no set, no emit
+                    self._assign(persona, chosen, ctx, chat_key)
+                say = options[pick].render(ctx, self.platforms.get(platform, "plain")) if options else ""
             except TemplateRenderError as exc:
                 self._log_in(incoming, now, None)
                 self._problem(persona, chosen, str(exc), incoming=incoming)
                 return []
         else:
-            say = options[seed % len(options)].render({}) if options else ""
+            say = options[pick].render({}) if options else ""
         out: list[Outgoing] = []
         media = chosen.media_for(platform)
         if say or media:
@@ -295,7 +361,7 @@ class Engine:
                 )
         else:
             self._log_in(incoming, now, None)
-        if chosen.emit:
+        if chosen.emit and not cooling:
             assert ctx is not None
             out.extend(await self._emit(persona, chosen, ctx, 0, f"reply:{seed}", None))
         return out
@@ -316,6 +382,7 @@ class Engine:
         budget = Budget.start()
         verdicts: list[Verdict] = []
         answered = False
+        limited = self._limited_now(persona, incoming, now)
         for index, action in enumerate(persona.replies):
             hit = None
             if index in candidates:
@@ -335,9 +402,135 @@ class Engine:
                 if not holds:
                     verdicts.append(Verdict(action.name, action.where, "condition false"))
                     continue
-            verdicts.append(Verdict(action.name, action.where, "shadowed" if answered else "answers"))
+            outcome = "answers"
+            resting = self._resting_text(persona, action, incoming, now)
+            if resting is not None:
+                assert action.cooldown is not None
+                if not action.cooldown.say:
+                    verdicts.append(Verdict(action.name, action.where, resting))
+                    continue
+                outcome = f"answers with its cooldown_say ({resting})"
+            if limited is not None and not answered:
+                outcome = limited.outcome
+            verdicts.append(Verdict(action.name, action.where, "shadowed" if answered else outcome))
             answered = True
+        fallback = persona.fallback
+        if not answered and fallback is not None and incoming.fallback:
+            resting = self._resting_text(persona, fallback, incoming, now)
+            if resting is not None:
+                verdicts.append(Verdict(fallback.name, fallback.where, resting))
+            answered = resting is None or bool(fallback.cooldown and fallback.cooldown.say)
+        if limited is not None and answered:
+            verdicts.insert(0, limited)
         return verdicts
+
+    # -- cooldowns, limits, variety
+
+    def _save_memory(self, persona: str, scope: str, key: str, data: Mapping[str, Any]) -> None:
+        if self.store is not None and self.persist_state:
+            self.store.save_state(persona, scope, key, data)
+
+    def _cooldown_key(self, action: Action, incoming: Incoming | None) -> str:
+        assert action.cooldown is not None
+        if incoming is None:
+            return cooldowns.GLOBAL
+        chat = f"{incoming.platform}:{incoming.chat.id}"
+        return cooldown_key(action.cooldown.per, chat, _user_key(incoming))
+
+    def _resting(self, persona: Persona, action: Action, incoming: Incoming | None, now: datetime) -> timedelta | None:
+        """How long ``action`` still rests, or ``None``."""
+        cooldown = action.cooldown
+        if cooldown is None:
+            return None
+        key = self._cooldown_key(action, incoming)
+        return self._cooldowns.remaining(persona.id, action.name, key, now, cooldown.duration)
+
+    def _resting_text(self, persona: Persona, action: Action, incoming: Incoming, now: datetime) -> str | None:
+        left = self._resting(persona, action, incoming, now)
+        if left is None or action.cooldown is None:
+            return None
+        per = {"chat": "in this chat", "user": "for this user"}.get(action.cooldown.per, "for everyone")
+        total = describe_remaining(action.cooldown.duration)
+        return f"cooling down: {describe_remaining(left)} left of its {total} cooldown {per}"
+
+    def _limited_now(self, persona: Persona, incoming: Incoming, now: datetime) -> Verdict | None:
+        limit = persona.limits
+        if limit is None or not self._limiter.peek(persona.id, _user_key(incoming), now, limit):
+            return None
+        per = describe_remaining(limit.per)
+        outcome = f"rate limited: this user already sent {limit.messages} message(s) in the last {per}"
+        return Verdict(limit.notice.name, limit.notice.where, outcome)
+
+    def _admit(self, persona: Persona, incoming: Incoming, now: datetime, t0: float) -> list[Outgoing] | None:
+        """``None`` for a message within the user's limit; past it the notice the first time, then nothing."""
+        limit = persona.limits
+        assert limit is not None
+        admission = self._limiter.admit(persona.id, _user_key(incoming), now, limit)
+        if admission is Admission.ADMIT:
+            return None
+        chat_key = f"{incoming.platform}:{incoming.chat.id}"
+        notice = limit.notice
+        if admission is Admission.SILENT or not notice.say:
+            self._log_in(incoming, now, RATE_LIMITED)
+            return []
+        seed = self._seed(persona.id, notice.name) if notice.dynamic or len(notice.say) > 1 else 0
+        pick = self._pick(persona, notice, chat_key, notice.say, seed, "say")
+        ctx: dict[str, Any] = {}
+        if notice.dynamic:
+            ctx = self._reply_context(persona, incoming, now, chat_key, "")
+            self._bind_phrase(persona, ctx, seed, chat_key, _no_repeat(persona, notice))
+        try:
+            say = notice.say[pick].render(ctx, self.platforms.get(incoming.platform, "plain"))
+        except TemplateRenderError as exc:
+            self._log_in(incoming, now, RATE_LIMITED)
+            self._problem(persona, notice, str(exc), incoming=incoming)
+            return []
+        if not say:
+            self._log_in(incoming, now, RATE_LIMITED)
+            return []
+        store = self.store
+        user = incoming.user
+        if store is not None and (self.log_from is None or now >= self.log_from):
+            latency = round((time.perf_counter() - t0) * 1000, 3)
+            reply = (say, notice.where, seed if notice.dynamic or len(notice.say) > 1 else None, latency)
+            store.log_exchange(
+                persona.id,
+                incoming.platform,
+                incoming.chat.id,
+                user.id,
+                user.name,
+                incoming.text,
+                RATE_LIMITED,
+                now.timestamp(),
+                self.run,
+                reply,
+            )
+        key = f"reply:{incoming.platform}:{incoming.chat.id}:{incoming.message_id or seed}"
+        return [
+            Outgoing(
+                persona.id,
+                incoming.platform,
+                incoming.chat.id,
+                say,
+                incoming.message_id,
+                notice.where,
+                seed,
+                None,
+                key,
+                now,
+            )
+        ]
+
+    def _pick(
+        self, persona: Persona, action: Action, chat: str, options: Sequence[Text], seed: int, variant: str
+    ) -> int:
+        """Which of ``options`` to say: the seed's pick, avoiding the latest ones when ``no_repeat`` asks."""
+        if len(options) <= 1:
+            return 0
+        n = _no_repeat(persona, action)
+        if n <= 0:
+            return seed % len(options)
+        return self._variety.pick(persona.id, chat, f"{action.name}:{variant}", len(options), seed, n)
 
     def _reply_context(
         self, persona: Persona, incoming: Incoming, now: datetime, chat_key: str, args: str
@@ -402,15 +595,26 @@ class Engine:
             persona, action, ctx, key=self._log_key("error", f"{event.key}|{persona.id}")
         ):
             return []
+        if action.cooldown is not None:
+            # An event has no chat or user: its cooldown is global.
+            if self._resting(persona, action, None, event.at) is not None:
+                return []
+            self._cooldowns.start(persona.id, action.name, cooldowns.GLOBAL, event.at)
         # The run id is not part of the pick: the same timeline and seed pick the same, run after run.
         basis = _without_run(event.key, self.run) or self._tick(persona.id + action.name)
         seed = _crc(f"{self.seed}:{persona.id}:{action.name}:{basis}")
-        self._bind_phrase(persona, ctx, seed)
+        self._bind_phrase(persona, ctx, seed, "", _no_repeat(persona, action))
         out: list[Outgoing] = []
+        picks: dict[str, int] = {}  # one pick per say list, whichever platforms share it
         try:
             self._assign(persona, action, ctx, None)
             for platform in self.speaks_on(persona.id):
-                say = self._render(action.variants(platform), ctx, seed, self.platforms.get(platform, "plain"))
+                options = action.variants(platform)
+                variant = platform if platform in action.platforms else "say"
+                if variant not in picks:
+                    picks[variant] = self._pick(persona, action, "", options, seed, variant)
+                dialect = self.platforms.get(platform, "plain")
+                say = options[picks[variant]].render(ctx, dialect) if options else ""
                 media = action.media_for(platform)
                 if not say and not media:
                     continue
@@ -519,11 +723,6 @@ class Engine:
             self._problem(persona, action, f"condition failed: {type(exc).__name__}: {exc}", key=key)
             return False
 
-    def _render(self, options: Sequence[Text], ctx: Mapping[str, Any], seed: int, dialect: Dialect) -> str:
-        if not options:
-            return ""
-        return options[seed % len(options)].render(ctx, dialect)
-
     def _assign(self, persona: Persona, action: Action, ctx: Mapping[str, Any], chat_key: str | None) -> None:
         if not action.assign:
             return
@@ -545,7 +744,8 @@ class Engine:
             if self.store is not None and self.persist_state:
                 self.store.save_state(persona.id, scope, (chat_key or "") if scope == "chat" else "", target)
 
-    def _bind_phrase(self, persona: Persona, ctx: dict[str, Any], seed: int) -> None:
+    def _bind_phrase(self, persona: Persona, ctx: dict[str, Any], seed: int, chat: str = "", n: int = 0) -> None:
+        """Give ``ctx`` its ``phrase(bank)``: a seeded pick, avoiding the bank's latest ``n`` in ``chat``."""
         calls = [0]
 
         def phrase(bank: str) -> str:
@@ -556,6 +756,8 @@ class Engine:
             if calls[0] > 50:
                 raise TemplateRenderError("phrase() called too often (a phrase that calls itself?)")
             pick = _crc(f"{seed}:{bank}:{calls[0]}") % len(options)
+            if n > 0 and len(options) > 1:
+                pick = self._variety.pick(persona.id, chat, f"phrase:{bank}", len(options), pick, n)
             return options[pick].render(ctx)
 
         ctx["phrase"] = phrase
@@ -634,6 +836,18 @@ class Engine:
             status=f"error: {message}",
             key=key,
         )
+
+
+#: The log status of a message past the user's limit (its notice, if any, is the reply).
+RATE_LIMITED = "ignored: rate limited"
+
+
+def _user_key(incoming: Incoming) -> str:
+    return f"{incoming.platform}:{incoming.user.id}"
+
+
+def _no_repeat(persona: Persona, action: Action) -> int:
+    return action.no_repeat if action.no_repeat is not None else persona.no_repeat
 
 
 def _persona_view(p: Persona) -> dict[str, str]:

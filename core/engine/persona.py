@@ -33,6 +33,18 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class CooldownRule:
+    """After firing, a rule rests for ``duration``, counted ``per`` chat, user or globally.
+
+    While it rests it is skipped, or says one of ``say`` when given.
+    """
+
+    duration: timedelta
+    per: str
+    say: tuple[Text, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """What a rule, event reaction, fallback or schedule entry does when it fires."""
 
@@ -49,6 +61,9 @@ class Action:
     media: tuple[Media, ...] = ()
     #: The platforms whose variant has media of its own (an empty tuple: none there).
     platform_media: Mapping[str, tuple[Media, ...]] = field(default_factory=dict)
+    cooldown: CooldownRule | None = None
+    #: Avoid this many of the latest picks of ``say`` (``None``: the persona's default).
+    no_repeat: int | None = None
 
     def variants(self, platform: str) -> tuple[Text, ...]:
         """The ``say`` options for ``platform`` (its variant, else the default)."""
@@ -69,6 +84,15 @@ class Scheduled:
     timezone: str = "UTC"
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``messages`` messages per user in any ``per``; past it ``notice`` is said once."""
+
+    messages: int
+    per: timedelta
+    notice: Action
+
+
 @dataclass(frozen=True)
 class Persona:
     """A persona ready to run. Immutable: reloading builds a new one."""
@@ -87,3 +111,6 @@ class Persona:
     fallback: Action | None
     schedule: tuple[Scheduled, ...]
     spec: PersonaFile
+    limits: RateLimit | None = None
+    #: Say lists and phrase banks avoid their latest this many picks in a chat.
+    no_repeat: int = 0

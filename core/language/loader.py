@@ -20,7 +20,7 @@ from jinja2.meta import find_undeclared_variables
 from pydantic import BaseModel, ValidationError
 
 from ..engine.messages import Media
-from ..engine.persona import Action, Assignment, EmitAction, Persona, Scheduled
+from ..engine.persona import Action, Assignment, CooldownRule, EmitAction, Persona, RateLimit, Scheduled
 from ..engine.router import Router, Trigger
 from ..engine.safe_regex import compile_regex
 from .budget_lint import budget_problems
@@ -36,6 +36,8 @@ CONTEXT_NAMES: dict[str, frozenset[str]] = {
     "regex": _COMMON | {"chat", "user", "message", "match"},
     "event": _COMMON | {"event"},
 }
+#: What a user past the persona's ``limits`` is told once, unless the persona says otherwise.
+DEFAULT_NOTICE = "You're writing faster than I can answer. I'll be back with you in a little while."
 _SET_KEY = re.compile(r"^(chat\.)?([A-Za-z_][A-Za-z0-9_]*)$")
 
 #: The keys of the fixed objects templates see (the engine builds them as dicts), for attribute typos.
@@ -147,6 +149,14 @@ def _holds(node: Any, part: str | int) -> bool:
 
 
 def _dedupe(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    diags = list(diags)
+    # `{fr: 1h}` is one typo: "unknown key 'fr' (did you mean 'for'?)" says it all, without "missing 'for'".
+    typos = {(d.path, d.message.rpartition("(did you mean ")[2]) for d in diags if "unknown key" in d.message}
+    diags = [
+        d
+        for d in diags
+        if not (d.message.startswith("missing required key ") and (d.path, f"{d.message[21:]}?)") in typos)
+    ]
     seen: set[tuple[int, int, str]] = set()
     out = []
     for d in sorted(diags, key=lambda d: (d.line, d.column)):
@@ -197,6 +207,9 @@ def _message(err: Any) -> str:
         return f"expected {expected}, found {_kind(value)}"
     if kind == "too_short":
         return "must not be empty"
+    bound = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most")}.get(kind)
+    if bound is not None:
+        return f"must be {bound[1]} {err.get('ctx', {}).get(bound[0])}, found {value!r}"
     return str(msg)
 
 
@@ -489,6 +502,7 @@ class _Compiler:
         pos = self.src.where(path)
         say = self.say(r.say, (*path, "say"), context)
         texts = [*say, *(t for v in platforms.values() for t in v)]
+        self._check_no_repeat(r, path)
         return Action(
             name=name,
             where=f"{self.src.file}:{pos.line}",
@@ -501,6 +515,8 @@ class _Compiler:
             dynamic=bool(assign or emits) or not all(t.constant for t in texts),
             media=self.media(r.media, (*path, "media")),
             platform_media=platform_media,
+            cooldown=self.cooldown(r, path, context),
+            no_repeat=r.no_repeat,
         )
 
     def media(self, files: Sequence[MediaFile], path: DataPath) -> tuple[Media, ...]:
@@ -519,6 +535,54 @@ class _Compiler:
                 continue
             out.append(Media(str(file.resolve()), mime, (m.alt or "").strip()))
         return tuple(out)
+
+    def cooldown(self, r: Reaction, path: DataPath, context: str) -> CooldownRule | None:
+        """The compiled ``cooldown`` of a reaction (an event's is global: it has no chat or user)."""
+        if r.cooldown_say is not None and context == "event":
+            message = "cooldown_say is for replies: an event reaction that is cooling down is skipped"
+            self.error((*path, "cooldown_say"), message, key=True)
+        elif r.cooldown_say is not None and r.cooldown is None and (*path, "cooldown") not in self.src.values:
+            # (A cooldown that is written but invalid is reported as such, and set aside.)
+            self.error((*path, "cooldown_say"), "cooldown_say needs a cooldown (e.g. cooldown: 10m)", key=True)
+        if r.cooldown is None:
+            return None
+        per = r.cooldown.per or ("global" if context == "event" else "chat")
+        if context == "event" and per != "global":
+            where = (*path, "cooldown", "per")
+            self.error(where, f"an event reaction has no {per}: its cooldown can only be global (leave 'per' out)")
+        say = self.say(r.cooldown_say, (*path, "cooldown_say"), context) if context != "event" else ()
+        return CooldownRule(r.cooldown.for_, per, say)
+
+    def _check_no_repeat(self, r: Reaction, path: DataPath) -> None:
+        # Of n options, at most n - 1 can be avoided: the last pick must stay possible.
+        sizes = [len(r.say or ()), *(len(v.say or ()) for v in r.platforms.values())]
+        if r.no_repeat and r.no_repeat >= max(sizes):
+            most = max(max(sizes) - 1, 0)
+            self.diags.append(
+                self.src.diagnostic(
+                    (*path, "no_repeat"),
+                    f"no_repeat {r.no_repeat} with {max(sizes)} option(s): only the last {most} pick(s) can be avoided",
+                    severity="warning",
+                )
+            )
+
+    def limits(self) -> RateLimit | None:
+        """The persona's per-user rate limit, with its notice (a default one if it gives none)."""
+        spec = self.spec.limits
+        if spec is None:
+            return None
+        path: DataPath = ("limits",)
+        notice_path = (*path, "notice")
+        notice = (
+            self.say(spec.notice, notice_path, "reply") if spec.notice is not None else (self.tpl.text(DEFAULT_NOTICE),)
+        )
+        action = Action(
+            name="limits",
+            where=f"{self.src.file}:{self.src.where(path).line}",
+            say=notice,
+            dynamic=not all(t.constant for t in notice),
+        )
+        return RateLimit(spec.messages, spec.per, action)
 
     def trigger(self, rule: Reply, path: DataPath) -> Trigger:
         w = rule.when
@@ -569,6 +633,8 @@ class _Compiler:
             fallback=fallback,
             schedule=schedule,
             spec=spec,
+            limits=self.limits(),
+            no_repeat=spec.no_repeat,
         )
 
     def _index(self, section: str, items: Sequence[object]) -> Sequence[int]:

@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -27,8 +28,26 @@ Ident = Annotated[str, StringConstraints(pattern=IDENT, max_length=64)]
 EventName = Annotated[str, StringConstraints(pattern=EVENT, max_length=128)]
 Scalar = str | int | float | bool | None
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+#: Spelled-out units, so ``10 minutes`` reads as an author means it (and a typo gets a did-you-mean).
+_UNIT_WORDS = {
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "mins": "min",
+    "minute": "min",
+    "minutes": "min",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "day": "d",
+    "days": "d",
+    "week": "w",
+    "weeks": "w",
+}
 
 
 def parse_duration(value: object) -> timedelta:
@@ -40,10 +59,22 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
+        if str(value).strip().startswith("-"):
+            raise ValueError(f"'{value}': a duration cannot be negative")
         match = _DURATION.match(str(value))
-        if not match:
+        if not match or not match.group(2):
             raise ValueError(f"'{value}' is not a duration (use e.g. 90s, 2m, 1h, 3d)")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        unit = _UNIT_WORDS.get(match.group(2).lower(), match.group(2))
+        if unit not in _UNITS:
+            import difflib  # only on this error path
+
+            close = difflib.get_close_matches(match.group(2).lower(), [*_UNITS, *_UNIT_WORDS], n=1, cutoff=0.6)
+            hint = "use e.g. 90s, 2m, 1h, 3d"
+            if close:
+                space = " " if len(close[0]) > 3 else ""
+                hint = f"did you mean '{match.group(1)}{space}{close[0]}'?"
+            raise ValueError(f"'{value}' is not a duration: unknown unit '{match.group(2)}' ({hint})")
+        seconds = float(match.group(1)) * _UNITS[unit]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     if seconds > 100 * 365 * 86400:
@@ -76,6 +107,32 @@ Words = Annotated[
     Field(min_length=1),
 ]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration, json_schema_input_type=str | float)]
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero (leave the key out for none)")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+#: Who a cooldown is counted for: each chat, each user, or everyone at once.
+COOLDOWN_SCOPES = ("chat", "user", "global")
+
+
+def _scope(value: str) -> str:
+    if value not in COOLDOWN_SCOPES:
+        import difflib  # only on this error path
+
+        close = difflib.get_close_matches(value, COOLDOWN_SCOPES, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"'{value}' is not a cooldown scope: use {', '.join(COOLDOWN_SCOPES)}{hint}")
+    return value
+
+
+#: How many of a say list's latest picks ``no_repeat`` may avoid.
+MAX_NO_REPEAT = 100
+NoRepeat = Annotated[int, Strict(), Field(ge=0, le=MAX_NO_REPEAT)]
 
 
 class _Strict(BaseModel):
@@ -138,6 +195,33 @@ class Variant(_Strict):
 PlatformVariant = Annotated[Variant, BeforeValidator(_as_variant, json_schema_input_type=str | list[str] | Variant)]
 
 
+class Cooldown(_Strict):
+    """How long a rule rests after it fires, and for whom (``cooldown: 10m`` is per chat)."""
+
+    for_: PositiveDuration = Field(alias="for", description="how long the rule rests after it answers (90s, 10m, 1h)")
+    per: Annotated[str, AfterValidator(_scope), Field(json_schema_extra={"enum": list(COOLDOWN_SCOPES)})] | None = (
+        Field(default=None, description="chat, user or global (default: chat for a reply, global for an event)")
+    )
+
+
+def _cooldown_short_form(value: Any) -> Any:
+    # `cooldown: 10m` is `cooldown: {for: 10m}`.
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"for": value}
+    return value
+
+
+CooldownSpec = Annotated[Cooldown, BeforeValidator(_cooldown_short_form, json_schema_input_type=str | float | Cooldown)]
+
+
+class Limits(_Strict):
+    """At most ``messages`` messages per user every ``per``; past it one ``notice``, then silence."""
+
+    messages: Annotated[int, Strict(), Field(ge=1, le=1000)]
+    per: PositiveDuration
+    notice: Say | None = Field(default=None, description="said once when a user goes past the limit ('' for none)")
+
+
 class Reaction(_Strict):
     """What a persona does: say something, change state, raise events."""
 
@@ -148,6 +232,13 @@ class Reaction(_Strict):
     emit: Emits = Field(default_factory=list)
     if_: str | None = Field(default=None, alias="if", description="Jinja expression; react only when true")
     delay: Duration | None = None
+    cooldown: CooldownSpec | None = Field(
+        default=None, description="rest after firing: 10m (per chat), or {for: 10m, per: chat|user|global}"
+    )
+    cooldown_say: Say | None = Field(default=None, description="said instead while the rule rests (replies only)")
+    no_repeat: NoRepeat | None = Field(
+        default=None, description="avoid the last N picks of this say list in a chat (default: the persona's)"
+    )
 
     @model_validator(mode="after")
     def _known_platforms(self) -> Reaction:
@@ -248,6 +339,8 @@ class PersonaFile(_Strict):
     fallback: Reaction | None = None
     schedule: list[ScheduleEntry] = Field(default_factory=list)
     voice: Voice | None = Field(default=None, description="limits on how the persona sounds, checked by lint")
+    limits: Limits | None = Field(default=None, description="per-user rate limit, e.g. {messages: 10, per: 1m}")
+    no_repeat: NoRepeat = Field(default=0, description="say lists and phrase banks avoid their last N picks in a chat")
 
 
 def field_names(model: type[BaseModel]) -> list[str]:
