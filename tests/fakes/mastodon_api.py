@@ -420,8 +420,8 @@ class FakeMastodon:
         max_id = int(q.get("max_id") or 0)
         items = [n for n in items if int(n["id"]) > max(since, min_id) and (not max_id or int(n["id"]) < max_id)]
         items.sort(key=lambda n: int(n["id"]), reverse=True)
-        # min_id pages forward from it (the oldest after it); since_id and max_id give the newest.
-        page = items[-limit:] if min_id else items[:limit]
+        # min_id pages forward from it (the oldest after it, min_id=0 too); since_id and max_id give the newest.
+        page = items[-limit:] if q.get("min_id") else items[:limit]
         body = []
         for n in page:
             status = self.statuses[n["status_id"]]
