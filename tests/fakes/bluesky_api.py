@@ -153,6 +153,11 @@ class FakeBluesky:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     #: How many next record creations lose their answer (created, then the connection is dropped).
     lose_next_answers: int = 0
+    #: Once this many posts exist, creation requests wait for :meth:`release` (None: never):
+    #: a test kills the bot while one is held. ``held`` counts the requests that waited.
+    hold_from: int | None = None
+    held: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     #: createRecord calls answered 2xx, refused as a repeat, and 429s answered.
     creates_answered: int = 0
     duplicates_refused: int = 0
@@ -244,6 +249,11 @@ class FakeBluesky:
         """Revoke every session (as after a password change): each token now gets 400 ExpiredToken."""
         self._access.clear()
         self._refresh.clear()
+
+    def release(self) -> None:
+        """Let held creation requests go on (their client may be gone), and hold no more."""
+        self.hold_from = None
+        self._released.set()
 
     def throttle(self, seconds: float) -> None:
         """Answer 429 to record creation for ``seconds``."""
@@ -434,6 +444,9 @@ class FakeBluesky:
 
     async def _create_record(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if self.hold_from is not None and len(self.created) >= self.hold_from:
+            self.held += 1
+            await self._released.wait()  # the request is read: it goes on even if its client dies
         if time.time() < self._throttle_until:
             self.throttled += 1
             raise _Refused(429, "RateLimitExceeded", "Rate Limit Exceeded")

@@ -128,6 +128,11 @@ class FakeMastodon:
     throttled: int = 0
     #: How many next status creations lose their answer (the status is created, the connection dropped).
     lose_next_answers: int = 0
+    #: Once this many posts exist, creation requests wait for :meth:`release` (None: never):
+    #: a test kills the bot while one is held. ``held`` counts the requests that waited.
+    hold_from: int | None = None
+    held: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     unauthorized: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
     #: Idempotency-Key -> status id.
@@ -200,6 +205,11 @@ class FakeMastodon:
                 }
             )
         return status
+
+    def release(self) -> None:
+        """Let held creation requests go on (their client may be gone), and hold no more."""
+        self.hold_from = None
+        self._released.set()
 
     def throttle(self, seconds: float) -> None:
         """Answer 429 to everything for ``seconds``."""
@@ -359,6 +369,9 @@ class FakeMastodon:
             form: dict[str, Any] = await request.json()
         else:
             form = dict(await request.post())
+        if self.hold_from is not None and len(self.created) >= self.hold_from:
+            self.held += 1
+            await self._released.wait()  # the request is read: it goes on even if its client dies
         text = str(form.get("status") or "")
         spoiler = str(form.get("spoiler_text") or "")
         visibility = str(form.get("visibility") or "public")
