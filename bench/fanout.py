@@ -19,8 +19,8 @@ several of them (and a pace above the budget meets 429s):
 - Mastodon, 300 requests per 5 minutes (1/s) → 300 requests per 10 s
   (30/s); the adapter is told ``requests_per_5min = 9000`` and polls every
   5 s (its default), and the polls spend the same budget as the replies.
-- Bluesky, 5,000 points per hour at 3 points a post (0.46 posts/s) → 150
-  points per 3.6 s (13.9 posts/s); the adapter is told
+- Bluesky, 5,000 points per hour at 3 points a post (0.46 posts/s) → 500
+  points per 12 s (13.9 posts/s); the adapter is told
   ``points_per_hour = 150000``.
 """
 
@@ -303,7 +303,7 @@ def run_bluesky(mentions: int, points: int, tmp: Path) -> dict[str, Any]:
     from personae.adapters.base import AdapterConfig
     from personae.adapters.bluesky import POINTS_PER_CREATE, BlueskyAdapter
 
-    window = 3.6  # an hour shrunk 1,000 times
+    window = 12.0  # an hour shrunk 300 times
     server = Server("bluesky", points_per_hour=points, hour_window=window, points_per_day=10**9)
     config = AdapterConfig(
         "bs",
@@ -349,8 +349,8 @@ def main() -> None:
     parser.add_argument(
         "--bluesky-points",
         type=int,
-        default=150,
-        help="points per 3.6 s: Bluesky's 5,000 per hour ×30 (default; a post costs 3)",
+        default=500,
+        help="points per 12 s: Bluesky's 5,000 per hour ×30 (default; a post costs 3)",
     )
     parser.add_argument("--only", choices=("telegram", "discord", "mastodon", "bluesky"), action="append")
     args = parser.parse_args()
