@@ -11,6 +11,8 @@ One adapter serves one persona with one account and an app password. Options in 
     admins = ["flight.bsky.social"]             # handles or DIDs that may use /emit and /reload
     # poll_interval = 10                        # seconds between notification polls
     # max_replies_per_thread = 5                # the persona's replies in one thread, at most
+    # points_per_hour = 5000                    # the account's record-creation budgets (a post costs 3)
+    # points_per_day = 35000
 
 Event posts go to the account's feed (the chat ``timeline``). A mention or a
 reply to one of the persona's posts is answered in its thread (the reply
@@ -22,8 +24,10 @@ at most 300 graphemes (and 3,000 bytes); a longer one becomes a thread,
 each piece answering the one before. Every record gets a record key derived
 from its outbox key, so a retry after a crash or a lost answer finds the
 post already there instead of posting it twice. Record creation is paced to
-the account's points budget (5,000 points per hour, 3 points a post); a 429
-pauses the dispatcher until ``ratelimit-reset``.
+the account's points budgets (3 points a post): 5,000 per hour, kept by an
+even pace, and 35,000 per day, checked before each post; when the day's
+points are spent, posting pauses until they return. A 429 pauses the
+dispatcher until ``ratelimit-reset``.
 """
 
 from __future__ import annotations
@@ -66,8 +70,11 @@ from .base import (
     OptionError,
     PlatformUnreachable,
     Receipt,
+    number_option,
     read_media,
+    whole_option,
 )
+from .points import PointsBudget
 
 log = logging.getLogger("personae.bluesky")
 
@@ -213,6 +220,7 @@ class BlueskyAdapter(Adapter):
             "poll_interval",
             "max_replies_per_thread",
             "points_per_hour",
+            "points_per_day",
             "concurrency",
             "request_timeout",
             "language",
@@ -229,19 +237,21 @@ class BlueskyAdapter(Adapter):
         self.base_url = str(opts.get("base_url", "https://bsky.social")).rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
             raise OptionError("base_url", "base_url must be the PDS's URL, e.g. 'https://bsky.social'")
-        self.poll_interval = float(opts.get("poll_interval", 10))
-        self.max_replies_per_thread = int(opts.get("max_replies_per_thread", 5))
+        self.poll_interval = number_option(opts, "poll_interval", 10)
+        self.max_replies_per_thread = whole_option(opts, "max_replies_per_thread", 5)
         self.language = str(opts["language"]) if "language" in opts else None
-        self.request_timeout = float(opts.get("request_timeout", 30))
-        points = float(opts.get("points_per_hour", 5000))
-        # Posts spend the hourly points budget; reads (polling) do not. The daily budget
-        # (35,000) is the PDS's to enforce: its 429 pauses the dispatcher until the reset.
+        self.request_timeout = number_option(opts, "request_timeout", 30)
+        per_hour = _points_option(opts, "points_per_hour", 5000)
+        per_day = _points_option(opts, "points_per_day", 35000)
+        # Posts spend the points budgets; reads (polling) do not. The dispatcher's even pace
+        # keeps the hourly budget (less its headroom); the daily one is checked before each post.
+        self.points = PointsBudget([(per_hour, 3600.0), (per_day, 86400.0)])
         self.limits = Limits(
             max_length=MAX_GRAPHEMES,
             dialect="social",
             measure="bluesky",
-            global_rate=max(points / POINTS_PER_CREATE / 3600 * 0.95, 0.001),
-            concurrency=int(opts.get("concurrency", 1)),
+            global_rate=per_hour / POINTS_PER_CREATE / 3600,
+            concurrency=whole_option(opts, "concurrency", 1),
         )
         self._client = self._new_client()
         self._client.on_session_change(self._session_changed)
@@ -468,6 +478,11 @@ class BlueskyAdapter(Adapter):
             langs=self._langs(),
             embed=embed,
         )
+        wait = self.points.wait(POINTS_PER_CREATE)
+        if wait > 0:  # the day's (or hour's) points are spent: pause every post, not only this one
+            raise DeliveryError(
+                f"Bluesky points budget spent: next post in {wait:.0f}s", retry_after=wait, scope="global"
+            )
         rkey = record_key(delivery.key) if delivery.key else None
         data = models.ComAtprotoRepoCreateRecord.Data(repo=self.did, collection=POST, rkey=rkey, record=record)
         try:
@@ -483,6 +498,7 @@ class BlueskyAdapter(Adapter):
                 raise
             log.info("bluesky %s: %s was already posted (%s)", self.name, delivery.key, _describe(exc))
             ref = existing
+        self.points.spend(POINTS_PER_CREATE)
         root = Ref(reply.root.uri, reply.root.cid) if reply is not None else ref
         self._repo.remember(ref, root)
         return Receipt((ref.uri,))
@@ -619,6 +635,14 @@ async def image_embed(
         uploaded = await call(functools.partial(client.com.atproto.repo.upload_blob, data, headers=headers))
         images.append(models.AppBskyEmbedImages.Image(alt=m.alt, image=uploaded.blob))
     return (models.AppBskyEmbedImages.Main(images=images) if images else None), left_out
+
+
+def _points_option(options: Mapping[str, Any], key: str, default: float) -> float:
+    """A points budget option: a number of at least one post's cost."""
+    value = number_option(options, key, default)
+    if value < POINTS_PER_CREATE:
+        raise OptionError(key, f"{key} must be at least {POINTS_PER_CREATE} (one post), not {value:g}")
+    return value
 
 
 def _error_name(exc: BaseException) -> str:

@@ -173,8 +173,10 @@ class MastodonAdapter(Adapter):
         self.request_timeout = number_option(opts, "request_timeout", 30)
         requests = number_option(opts, "requests_per_5min", 300)
         self._concurrency = whole_option(opts, "concurrency", 2)
-        # Polling and reply look-ups spend the same budget as posting: posts get 80 % of it.
-        self._rate = max(requests / 300 * 0.8, 0.01)
+        # Polling spends the same budget as posting: posts get what one poll every
+        # poll_interval leaves (80 % at the defaults), and never less than half of it.
+        budget = requests / 300
+        self._rate = max(budget - 1 / self.poll_interval, budget / 2, 0.01)
         self.limits = self._limits(500)
         #: Largest file per kind: the instance's own once started (``/api/v2/instance``).
         self.media_limits = PLATFORM_MEDIA["mastodon"]

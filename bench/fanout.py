@@ -2,11 +2,26 @@
 
 One event is broadcast to many subscribed chats through the full runtime
 (engine → outbox → dispatcher → adapter → python-telegram-bot / discord.py →
-HTTP on 127.0.0.1). The fake server runs in a child process, so it does not
-share the CPU core of the bot it measures. Prints one table:
+HTTP on 127.0.0.1). On Mastodon and Bluesky, many mentions arrive at once and
+each is answered in its thread (notifications → engine → outbox → dispatcher
+→ Mastodon.py / atproto → HTTP). The fake server runs in a child process, so
+it does not share the CPU core of the bot it measures. Prints one table:
 
-    python bench/fanout.py                       # Telegram 10,000 chats at 300/s, Discord 200 channels at 50/s
-    python bench/fanout.py --telegram-chats 2000 --discord-channels 100
+    python bench/fanout.py                       # all four platforms, as below
+    python bench/fanout.py --telegram-chats 2000 --discord-channels 100 --mentions 200
+    python bench/fanout.py --only mastodon --only bluesky
+
+Telegram's 30 messages/s is scaled ×10 (300/s). Mastodon's and Bluesky's
+budgets are counted over minutes or hours, longer than a benchmark, so they
+are scaled ×30 in rate *and* their windows shrunk so that a run spans
+several of them (and a pace above the budget meets 429s):
+
+- Mastodon, 300 requests per 5 minutes (1/s) → 300 requests per 10 s
+  (30/s); the adapter is told ``requests_per_5min = 9000`` and polls every
+  5 s (its default), and the polls spend the same budget as the replies.
+- Bluesky, 5,000 points per hour at 3 points a post (0.46 posts/s) → 500
+  points per 12 s (13.9 posts/s); the adapter is told
+  ``points_per_hour = 150000``.
 """
 
 from __future__ import annotations
@@ -33,7 +48,16 @@ events:
   news:
     say: "Big news from the comet: {{ event.what }}!"
 """
+REPLYING = """\
+persona: probe
+name: Probe
+fallback:
+  say: "Thanks for writing to the comet!"
+"""
 TG_TOKEN = "111111:BENCH-not-a-real-token"
+MASTODON_TOKEN = "BENCH-mastodon-not-a-real-token"
+BSKY_HANDLE = "probe.bsky.social"
+BSKY_PASSWORD = "bench-app-password"
 DC_TOKEN = "BENCH.DISCORD.not-a-real-token"
 GUILD = 7_000_000_000_000_000_001
 
@@ -43,6 +67,9 @@ GUILD = 7_000_000_000_000_000_001
 
 def _serve(kind: str, options: dict[str, Any], conn: Any) -> None:
     async def main() -> None:
+        if kind in ("mastodon", "bluesky"):
+            await _serve_social(kind, options, conn)
+            return
         if kind == "telegram":
             from fakes.telegram_api import FakeTelegram
 
@@ -65,6 +92,29 @@ def _serve(kind: str, options: dict[str, Any], conn: Any) -> None:
         await fake.stop()
 
     asyncio.run(main())
+
+
+async def _serve_social(kind: str, options: dict[str, Any], conn: Any) -> None:
+    """A fake Mastodon or Bluesky: on ("mentions", N), N accounts mention the bot at once; on "stop", stats."""
+    from fakes.bluesky_api import FakeBluesky
+    from fakes.mastodon_api import FakeMastodon
+
+    fake: Any
+    if kind == "mastodon":
+        fake = FakeMastodon(MASTODON_TOKEN, **options)
+    else:
+        fake = FakeBluesky(BSKY_HANDLE, BSKY_PASSWORD, **options)
+    async with fake:
+        conn.send({"base_url": fake.base_url})
+        loop = asyncio.get_running_loop()
+        while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
+            for i in range(command[1]):
+                if kind == "mastodon":
+                    fake.inject_mention(fake.account(f"user{i}"), f"@{fake.me.username} hello comet!")
+                else:
+                    fake.inject_post(fake.actor(f"user{i}.bsky.social"), f"@{BSKY_HANDLE} hello comet!")
+            conn.send(len(fake.notifications))
+        conn.send({"count_429": fake.throttled, "sent": len(fake.created), "requests": len(fake.requests)})
 
 
 class Server:
@@ -181,6 +231,110 @@ def run_discord(channels: int, limit: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+async def answer(adapter: Any, server: Server, mentions: int, db: Path) -> tuple[int, float]:
+    """Start a bot on ``adapter``, let ``mentions`` accounts mention it at once, wait for every answer."""
+    from personae.app.runtime import Bot, BotOptions
+    from personae.language.loader import parse_persona
+    from personae.storage.store import Store
+
+    done: list[float] = []
+    original = adapter.send
+
+    async def timed(delivery: Any) -> Any:
+        receipt = await original(delivery)
+        done.append(time.monotonic())
+        return receipt
+
+    adapter.send = timed
+    store = await Store(db).open()
+    bot = Bot({"probe": parse_persona(REPLYING)}, [adapter], store=store, options=BotOptions(seed=1))
+    await bot.start(schedules=False)
+    try:
+        loop = asyncio.get_running_loop()
+        server.parent.send(("mentions", mentions))
+        await loop.run_in_executor(None, server.parent.recv)
+        deadline = time.monotonic() + 30 + mentions  # a hang guard, far above any expected duration
+        while len(done) < mentions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await bot.drain()
+    finally:
+        await bot.stop()
+        await store.close()
+    rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 else 0.0
+    return len(done), rate
+
+
+def run_mastodon(mentions: int, limit: int, tmp: Path) -> dict[str, Any]:
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.mastodon import MastodonAdapter
+
+    window = 10.0  # five minutes shrunk 30 times
+    server = Server("mastodon", rate_limit=round(limit * window), rate_window=window)
+    config = AdapterConfig(
+        "md",
+        "probe",
+        options={
+            "token_env": "T",
+            "base_url": server.info["base_url"],
+            "requests_per_5min": limit * 300,
+            # The default poll interval: polls spend the same request budget as replies.
+            "poll_interval": 5,
+            "concurrency": 4,
+        },
+    )
+    adapter = MastodonAdapter.create(config, {"T": MASTODON_TOKEN})
+    try:
+        _answered, rate = asyncio.run(answer(adapter, server, mentions, tmp / "md.db"))
+    finally:
+        stats = server.stop()
+    return {
+        "platform": "Mastodon",
+        "chats": mentions,
+        "limit": limit,
+        "sent": stats["sent"],
+        "rate": rate,
+        "count_429": stats["count_429"],
+        "repeated": "-",
+        "unit": "requests/s",
+    }
+
+
+def run_bluesky(mentions: int, points: int, tmp: Path) -> dict[str, Any]:
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.bluesky import POINTS_PER_CREATE, BlueskyAdapter
+
+    window = 12.0  # an hour shrunk 300 times
+    server = Server("bluesky", points_per_hour=points, hour_window=window, points_per_day=10**9)
+    config = AdapterConfig(
+        "bs",
+        "probe",
+        options={
+            "handle": BSKY_HANDLE,
+            "password_env": "P",
+            "base_url": server.info["base_url"],
+            "points_per_hour": points * 3600 / window,
+            "points_per_day": 10**9,
+            "poll_interval": 1,
+            "concurrency": 4,
+        },
+    )
+    adapter = BlueskyAdapter.create(config, {"P": BSKY_PASSWORD})
+    try:
+        _answered, rate = asyncio.run(answer(adapter, server, mentions, tmp / "bs.db"))
+    finally:
+        stats = server.stop()
+    return {
+        "platform": "Bluesky",
+        "chats": mentions,
+        "limit": points / POINTS_PER_CREATE / window,
+        "sent": stats["sent"],
+        "rate": rate,
+        "count_429": stats["count_429"],
+        "repeated": "-",
+        "unit": "posts/s",
+    }
+
+
 def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)  # as the personae CLI does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,21 +342,38 @@ def main() -> None:
     parser.add_argument("--telegram-limit", type=int, default=300, help="global msg/s: Telegram's 30 ×10 (default)")
     parser.add_argument("--discord-channels", type=int, default=200, help="subscribed channels (default 200)")
     parser.add_argument("--discord-limit", type=int, default=50, help="global requests/s (Discord's 50, default)")
+    parser.add_argument("--mentions", type=int, default=500, help="mentions at once on Mastodon and Bluesky (500)")
+    parser.add_argument(
+        "--mastodon-limit", type=int, default=30, help="requests/s: Mastodon's 1/s (300 per 5 min) ×30 (default)"
+    )
+    parser.add_argument(
+        "--bluesky-points",
+        type=int,
+        default=500,
+        help="points per 12 s: Bluesky's 5,000 per hour ×30 (default; a post costs 3)",
+    )
+    parser.add_argument("--only", choices=("telegram", "discord", "mastodon", "bluesky"), action="append")
     args = parser.parse_args()
+    runs = {
+        "telegram": lambda d: run_telegram(args.telegram_chats, args.telegram_limit, d),
+        "discord": lambda d: run_discord(args.discord_channels, args.discord_limit, d),
+        "mastodon": lambda d: run_mastodon(args.mentions, args.mastodon_limit, d),
+        "bluesky": lambda d: run_bluesky(args.mentions, args.bluesky_points, d),
+    }
     with tempfile.TemporaryDirectory() as d:
-        rows = [
-            run_telegram(args.telegram_chats, args.telegram_limit, Path(d)),
-            run_discord(args.discord_channels, args.discord_limit, Path(d)),
-        ]
+        rows = [run(Path(d)) for name, run in runs.items() if not args.only or name in args.only]
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="personae fan-out: one event broadcast through the real client library to a fake server")
+    table = Table(
+        title="personae fan-out: one event broadcast (Telegram, Discord) or mentions answered at once "
+        "(Mastodon, Bluesky) through the real client library to a fake server"
+    )
     for col in (
         "platform",
         "chats",
         "delivered",
-        "limit (msg/s)",
+        "limit",
         "achieved (msg/s)",
         "share of limit",
         "429s",
@@ -214,7 +385,7 @@ def main() -> None:
             r["platform"],
             f"{r['chats']:,}",
             f"{r['sent']:,}",
-            f"{r['limit']:,}",
+            f"{r['limit']:,.1f} {r.get('unit', 'msg/s')}",
             f"{r['rate']:,.1f}",
             f"{100 * r['rate'] / r['limit']:.1f} %",
             str(r["count_429"]),
@@ -223,7 +394,8 @@ def main() -> None:
     Console(width=max(Console().width, 110)).print(table)
     print(
         f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
-        f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels}"
+        f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels} "
+        f"--mentions {args.mentions}"
     )
 
 

@@ -37,6 +37,7 @@ _ADAPTER_DEFAULTS: dict[str, dict[str, Any]] = {
     "telegram": {"token_env": _TOKEN_ENV},
     "discord": {"token_env": _TOKEN_ENV},
     "mastodon": {"token_env": _TOKEN_ENV, "base_url": "https://mastodon.invalid"},
+    "bluesky": {"password_env": _TOKEN_ENV, "handle": "persona.bsky.invalid", "base_url": "https://bsky.invalid"},
 }
 
 

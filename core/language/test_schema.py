@@ -20,7 +20,7 @@ from .errors import did_you_mean
 from .schema import Duration, EventName, Ident, Scalar
 
 #: Platforms a test can run as: each renders in its adapter's dialect and splits at its adapter's limit.
-TEST_PLATFORMS = ("console", "telegram", "discord", "mastodon")
+TEST_PLATFORMS = ("console", "telegram", "discord", "mastodon", "bluesky")
 
 #: The keys of a step that say what must follow it (the rest say what happens).
 EXPECTATION_KEYS = ("reply", "match", "one_of", "nothing", "rule", "pieces", "from", "expect", "state")

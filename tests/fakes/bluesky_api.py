@@ -139,6 +139,10 @@ class FakeBluesky:
     access_ttl: float = 7200.0
     #: Record creation budget per hour, in points (a created record costs 3).
     points_per_hour: int = 5000
+    #: ... and per day (35,000). The windows are seconds (a benchmark may shrink them).
+    points_per_day: int = 35000
+    hour_window: float = 3600.0
+    day_window: float = 86400.0
     #: Status of the answer to a repeated record key (500 today; 409 RecordAlreadyExists proposed).
     duplicate_status: int = 500
     me: FakeActor = field(init=False)
@@ -149,6 +153,11 @@ class FakeBluesky:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     #: How many next record creations lose their answer (created, then the connection is dropped).
     lose_next_answers: int = 0
+    #: Once this many posts exist, creation requests wait for :meth:`release` (None: never):
+    #: a test kills the bot while one is held. ``held`` counts the requests that waited.
+    hold_from: int | None = None
+    held: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     #: createRecord calls answered 2xx, refused as a repeat, and 429s answered.
     creates_answered: int = 0
     duplicates_refused: int = 0
@@ -244,6 +253,11 @@ class FakeBluesky:
         """Revoke every session (as after a password change): each token now gets 400 ExpiredToken."""
         self._access.clear()
         self._refresh.clear()
+
+    def release(self) -> None:
+        """Let held creation requests go on (their client may be gone), and hold no more."""
+        self.hold_from = None
+        self._released.set()
 
     def throttle(self, seconds: float) -> None:
         """Answer 429 to record creation for ``seconds``."""
@@ -359,18 +373,29 @@ class FakeBluesky:
         except _Refused as r:
             return _json({"error": r.error, "message": r.message}, r.status, self._rate_headers())
 
-    def _rate_headers(self) -> dict[str, str]:
+    def _budget(self) -> tuple[int, int, float, float]:
+        """(limit, remaining, reset, window) of the tighter of the hourly and daily points budgets."""
         now = time.time()
-        self._spent = [(t, p) for t, p in self._spent if t > now - 3600]
-        remaining = self.points_per_hour - sum(p for _, p in self._spent)
-        reset = (self._spent[0][0] if self._spent else now) + 3600
-        if now < self._throttle_until:
+        self._spent = [(t, p) for t, p in self._spent if t > now - max(self.hour_window, self.day_window)]
+        tightest = None
+        for limit, window in ((self.points_per_hour, self.hour_window), (self.points_per_day, self.day_window)):
+            spent = [(t, p) for t, p in self._spent if t > now - window]
+            remaining = limit - sum(p for _, p in spent)
+            reset = (spent[0][0] if spent else now) + window
+            if tightest is None or remaining < tightest[1]:
+                tightest = (limit, remaining, reset, window)
+        assert tightest is not None
+        return tightest
+
+    def _rate_headers(self) -> dict[str, str]:
+        limit, remaining, reset, window = self._budget()
+        if time.time() < self._throttle_until:
             remaining, reset = 0, self._throttle_until
         return {
-            "ratelimit-limit": str(self.points_per_hour),
+            "ratelimit-limit": str(limit),
             "ratelimit-remaining": str(max(0, remaining)),
             "ratelimit-reset": str(math.ceil(reset)),
-            "ratelimit-policy": f"{self.points_per_hour};w=3600",
+            "ratelimit-policy": f"{limit};w={round(window)}",
         }
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -424,10 +449,13 @@ class FakeBluesky:
 
     async def _create_record(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if self.hold_from is not None and len(self.created) >= self.hold_from:
+            self.held += 1
+            await self._released.wait()  # the request is read: it goes on even if its client dies
         if time.time() < self._throttle_until:
             self.throttled += 1
             raise _Refused(429, "RateLimitExceeded", "Rate Limit Exceeded")
-        if sum(p for _, p in self._spent if p) + 3 > self.points_per_hour:
+        if self._budget()[1] < 3:
             self.throttled += 1
             raise _Refused(429, "RateLimitExceeded", "Rate Limit Exceeded")
         if body.get("repo") not in (self.me.did, self.me.handle) or body.get("collection") != POST:

@@ -130,6 +130,11 @@ class FakeMastodon:
     throttled: int = 0
     #: How many next status creations lose their answer (the status is created, the connection dropped).
     lose_next_answers: int = 0
+    #: Once this many posts exist, creation requests wait for :meth:`release` (None: never):
+    #: a test kills the bot while one is held. ``held`` counts the requests that waited.
+    hold_from: int | None = None
+    held: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     unauthorized: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
     #: While true, every status creation answers 503 (uploads still work): a post that fails after its upload.
@@ -213,6 +218,11 @@ class FakeMastodon:
                 }
             )
         return status
+
+    def release(self) -> None:
+        """Let held creation requests go on (their client may be gone), and hold no more."""
+        self.hold_from = None
+        self._released.set()
 
     def throttle(self, seconds: float) -> None:
         """Answer 429 to everything for ``seconds``."""
@@ -400,6 +410,9 @@ class FakeMastodon:
             return _json({"error": "Record not found"}, 404)
         if any(a is not None and a["url"] is None for a in attached):
             return _json({"error": "Validation failed: Media is still being processed"}, 422)
+        if self.hold_from is not None and len(self.created) >= self.hold_from:
+            self.held += 1
+            await self._released.wait()  # the request is read: it goes on even if its client dies
         text = str(form.get("status") or "")
         spoiler = str(form.get("spoiler_text") or "")
         visibility = str(form.get("visibility") or "public")
@@ -504,8 +517,8 @@ class FakeMastodon:
         max_id = int(q.get("max_id") or 0)
         items = [n for n in items if int(n["id"]) > max(since, min_id) and (not max_id or int(n["id"]) < max_id)]
         items.sort(key=lambda n: int(n["id"]), reverse=True)
-        # min_id pages forward from it (the oldest after it); since_id and max_id give the newest.
-        page = items[-limit:] if min_id else items[:limit]
+        # min_id pages forward from it (the oldest after it, min_id=0 too); since_id and max_id give the newest.
+        page = items[-limit:] if q.get("min_id") else items[:limit]
         body = []
         for n in page:
             status = self.statuses[n["status_id"]]
