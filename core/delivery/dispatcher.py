@@ -109,6 +109,11 @@ class Dispatcher:
         self._rate = self._full_rate
         self._throttled_until = 0.0
         self._global_interval = 1 / self._full_rate if self._full_rate else 0.0
+        #: Intervals a late wake-up may catch up on at once. Half the headroom's share of a
+        #: second's limit (the other half absorbs jitter between our clock and the platform's):
+        #: a busy event loop that wakes a few intervals late no longer loses those sends, and
+        #: no one-second window holds more than the pace plus this many. At least one.
+        self._catch_up = max(1, int((lim.global_rate or 0) * (1 - headroom) / 2))
         self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
         self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
         self._slots = asyncio.Semaphore(max(1, lim.concurrency))
@@ -227,10 +232,11 @@ class Dispatcher:
                 self._loaded -= 1
                 self._inflight.add(key)
                 if self._global_interval:
-                    # Keep the average pace even when a wake-up comes late, but never
-                    # bank more than one interval of lateness (no bursts after a lull).
+                    # Keep the average pace even when a wake-up comes late, but never bank
+                    # more than ``_catch_up`` intervals of lateness (no bursts after a lull).
                     now = time.monotonic()
-                    base = self._global_next if self._global_next > now - self._global_interval else now
+                    bank = self._catch_up * self._global_interval
+                    base = self._global_next if self._global_next > now - bank else now
                     self._global_next = base + self._global_interval
                 task = asyncio.create_task(self._send(item))
                 self._tasks.add(task)
