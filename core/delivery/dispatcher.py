@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -109,11 +110,13 @@ class Dispatcher:
         self._rate = self._full_rate
         self._throttled_until = 0.0
         self._global_interval = 1 / self._full_rate if self._full_rate else 0.0
-        #: Intervals a late wake-up may catch up on at once. Half the headroom's share of a
-        #: second's limit (the other half absorbs jitter between our clock and the platform's):
-        #: a busy event loop that wakes a few intervals late no longer loses those sends, and
-        #: no one-second window holds more than the pace plus this many. At least one.
+        #: Intervals a late wake-up may catch up on at once: a busy event loop that wakes a few
+        #: intervals late no longer loses those sends for good (it lost all but one).
         self._catch_up = max(1, int((lim.global_rate or 0) * (1 - headroom) / 2))
+        #: Start times of the sends of the last second: catching up never puts more than the
+        #: pace in one second, so the headroom stays whole for jitter (the platform's clock
+        #: and ours disagree on when a send happened).
+        self._recent: deque[float] = deque()
         self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
         self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
         self._slots = asyncio.Semaphore(max(1, lim.concurrency))
@@ -209,7 +212,11 @@ class Dispatcher:
                     await self._wake.wait()
                     continue
                 ready_at, _, key = self._ready[0]
-                wait = max(ready_at, self._global_next) - time.monotonic()
+                now = time.monotonic()
+                opens = self._window_opens(now)
+                if opens > self._global_next:
+                    self._global_next = opens  # what the window holds back is not lateness to catch up
+                wait = max(ready_at, self._global_next) - now
                 if wait > 0:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -238,6 +245,7 @@ class Dispatcher:
                     bank = self._catch_up * self._global_interval
                     base = self._global_next if self._global_next > now - bank else now
                     self._global_next = base + self._global_interval
+                    self._recent.append(now)
                 task = asyncio.create_task(self._send(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -313,6 +321,15 @@ class Dispatcher:
         # per-chat pacing then sends in exact outbox order.
         heapq.heappush(self._ready, (at, queue[0].id, key))
         self._wake.set()
+
+    def _window_opens(self, now: float) -> float:
+        """When the last second's sends leave room for one more at the current pace (0.0: now)."""
+        recent = self._recent
+        if not self._global_interval:
+            return 0.0
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        return recent[0] + 1.0 if len(recent) >= math.ceil(self._rate) else 0.0
 
     def _pace(self, rate: float) -> None:
         if self._full_rate:
