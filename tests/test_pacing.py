@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -179,3 +180,86 @@ async def test_any_arrival_pattern_keeps_every_chat_and_group_paced(tmp_path_fac
     for chat, times in recorder.times.items():
         least = group_gap if chat.startswith("-") else chat_gap
         assert all(g >= least for g in gaps(times)), (chat, gaps(times))
+
+
+class _StalledClock:
+    """The dispatcher's view of ``time``: the real monotonic clock plus stalls the test adds.
+
+    A stall stands for an event loop that was busy elsewhere (another adapter, a
+    slow library call) and woke the dispatcher late, without making the test wait.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
+class StallingRecorder(Recorder):
+    """Records send times on the stalled clock; the first send stalls the loop for ``stall`` seconds."""
+
+    def __init__(self, limits: Limits, clock: _StalledClock, stall: float) -> None:
+        super().__init__(limits)
+        self.clock = clock
+        self.stall = stall
+        self.starts: list[float] = []
+
+    async def send(self, delivery: Delivery) -> Receipt:
+        self.starts.append(self.clock.monotonic())
+        if len(self.starts) == 1:
+            self.clock.offset += self.stall
+        return Receipt((str(delivery.id),))
+
+
+async def _paced_sends(tmp_path, monkeypatch, limits: Limits, headroom: float, stall: float, n: int) -> list[float]:
+    import personae.delivery.dispatcher as dispatcher_module
+
+    clock = _StalledClock()
+    monkeypatch.setattr(dispatcher_module, "time", clock)  # only the dispatcher's clock; asyncio keeps its own
+    recorder = StallingRecorder(limits, clock, stall)
+    store = await Store(tmp_path / "stall.db").open()
+    dispatcher = Dispatcher(store, recorder, headroom=headroom)
+    runner = asyncio.create_task(dispatcher.run())
+    try:
+        rows = [(f"k{i}", None, "lander", "rec", str(i), f"m{i}", None, None, None, None) for i in range(n)]
+        await store.outbox_add(rows)
+        dispatcher.notify()
+        await asyncio.wait_for(dispatcher.drained(), 30)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await store.close()
+    return recorder.starts
+
+
+async def test_a_late_wake_up_catches_up_a_few_sends_within_the_headroom(tmp_path, monkeypatch):
+    """A dispatcher woken late sends what it fell behind on, within a bank the headroom pays for.
+
+    20/s with headroom 0.2: paced at 4/s (one send per 250 ms), and up to 8 sends
+    (half the headroom's share of a second) may be caught up. The first send stalls
+    the loop by 1.1 s: the four sends due meanwhile go at once (the last second
+    holds none), then the pace resumes once a second holds no more than the pace.
+    Before, lateness beyond one interval was dropped, so a loop busy for a few
+    milliseconds at a time lost part of the platform's rate for good.
+    """
+    starts = await _paced_sends(tmp_path, monkeypatch, Limits(global_rate=20, concurrency=8), 0.2, 1.1, 9)
+    resumed = starts[1]
+    at_once = [t for t in starts[1:] if t - resumed < 0.075]
+    assert len(at_once) == 4, [round(t - resumed, 3) for t in starts[1:]]
+    # After the catch-up, the pace holds: never two sends closer than about one interval.
+    assert all(g >= 0.2 for g in gaps(starts[5:])), gaps(starts[5:])
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stall=st.floats(0.0, 3.0), rate=st.sampled_from([20, 40, 300]), headroom=st.sampled_from([0.5, 0.9]))
+async def test_catching_up_never_puts_more_than_the_limit_in_one_second(tmp_path_factory, stall, rate, headroom):
+    """Whatever the stall, no one-second window of send starts holds more than the pace (rounded up)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        limits = Limits(global_rate=rate, concurrency=16)
+        tmp = tmp_path_factory.mktemp("stall")
+        starts = await _paced_sends(tmp, monkeypatch, limits, headroom, stall, rate // 2 + 8)
+    for i, t in enumerate(starts):
+        in_window = sum(1 for u in starts[i:] if u - t < 1.0)
+        assert in_window <= math.ceil(rate * headroom), (i, in_window)

@@ -53,6 +53,10 @@ class Metrics:
         self.replay_position = Gauge(
             "personae_replay_mission_time_seconds", "Mission time of the last replayed event (Unix time)", registry=r
         )
+        #: The counters bumped once per message, by label values (see :class:`Labelled`).
+        self.count_in = Labelled(self.messages_in)
+        self.count_out = Labelled(self.messages_out)
+        self.count_replies = Labelled(self.replies)
 
     def watch_delivery(self, stats: Callable[[], Mapping[str, DispatchStats]]) -> None:
         """Expose the dispatchers' counters (read at each scrape): ``stats()`` maps lane to counters."""
@@ -72,6 +76,26 @@ class Metrics:
     def render(self) -> bytes:
         """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class Labelled:
+    """A labelled counter whose child per label values is looked up once, then kept.
+
+    ``Counter.labels()`` validates and normalises the values and takes a lock on
+    every call; a replay sends a message per event, and that lookup cost more
+    than the increment itself.
+    """
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._children: dict[tuple[object, ...], Counter] = {}
+
+    def inc(self, *labels: object) -> None:
+        """Add one to the child with ``labels`` (created on first use, as ``labels()`` does)."""
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.counter.labels(*labels)
+        child.inc()
 
 
 class _TrackedProgress:

@@ -319,7 +319,7 @@ class Bot:
         """Handle one user message from an adapter: built-in commands, then the persona."""
         arrived = time.perf_counter()
         incoming = incoming.cleaned()
-        self.metrics.messages_in.labels(incoming.persona, incoming.platform).inc()
+        self.metrics.count_in.inc(incoming.persona, incoming.platform)
         if incoming.kind == "removed" and incoming.adapter is not None:
             # Removed from a group, or blocked: no more broadcasts there (writing again re-enables replies).
             gone = await self.unsubscribe(incoming.adapter, incoming.chat.id)
@@ -356,7 +356,7 @@ class Bot:
             return
         self.metrics.reply_latency.observe(time.perf_counter() - arrived)
         for o in out:
-            self.metrics.replies.labels(o.persona, o.rule).inc()
+            self.metrics.count_replies.inc(o.persona, o.rule)
 
     def reload(self) -> tuple[bool, str]:
         """Reload personas; on any error keep the running version. Returns (ok, message)."""
@@ -398,7 +398,7 @@ class Bot:
     # -- what the dispatchers report
 
     async def _sent(self, item: OutboxItem, receipt: Receipt) -> None:
-        self.metrics.messages_out.labels(item.persona, self._platform_of.get(item.adapter, item.adapter)).inc()
+        self.metrics.count_out.inc(item.persona, self._platform_of.get(item.adapter, item.adapter))
 
     async def _failed(self, item: OutboxItem, error: str) -> None:
         log.error("message %s to %s on %s failed for good: %s", item.id, item.chat, item.adapter, error)

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -110,6 +111,13 @@ class Dispatcher:
         self._rate = self._full_rate
         self._throttled_until = 0.0
         self._global_interval = 1 / self._full_rate if self._full_rate else 0.0
+        #: Intervals a late wake-up may catch up on at once: a busy event loop that wakes a few
+        #: intervals late no longer loses those sends for good (it lost all but one).
+        self._catch_up = max(1, int((lim.global_rate or 0) * (1 - headroom) / 2))
+        #: Start times of the sends of the last second: catching up never puts more than the
+        #: pace in one second, so the headroom stays whole for jitter (the platform's clock
+        #: and ours disagree on when a send happened).
+        self._recent: deque[float] = deque()
         self._chat_interval = 1 / (lim.per_chat_rate * headroom) if lim.per_chat_rate else 0.0
         self._group_interval = 60 / (lim.group_per_minute * headroom) if lim.group_per_minute else 0.0
         self._slots = asyncio.Semaphore(max(1, lim.concurrency))
@@ -205,7 +213,11 @@ class Dispatcher:
                     await self._wake.wait()
                     continue
                 ready_at, _, key = self._ready[0]
-                wait = max(ready_at, self._global_next) - time.monotonic()
+                now = time.monotonic()
+                opens = self._window_opens(now)
+                if opens > self._global_next:
+                    self._global_next = opens  # what the window holds back is not lateness to catch up
+                wait = max(ready_at, self._global_next) - now
                 if wait > 0:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -228,11 +240,13 @@ class Dispatcher:
                 self._loaded -= 1
                 self._inflight.add(key)
                 if self._global_interval:
-                    # Keep the average pace even when a wake-up comes late, but never
-                    # bank more than one interval of lateness (no bursts after a lull).
+                    # Keep the average pace even when a wake-up comes late, but never bank
+                    # more than ``_catch_up`` intervals of lateness (no bursts after a lull).
                     now = time.monotonic()
-                    base = self._global_next if self._global_next > now - self._global_interval else now
+                    bank = self._catch_up * self._global_interval
+                    base = self._global_next if self._global_next > now - bank else now
                     self._global_next = base + self._global_interval
+                    self._recent.append(now)
                 task = asyncio.create_task(self._send(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -308,6 +322,15 @@ class Dispatcher:
         # per-chat pacing then sends in exact outbox order.
         heapq.heappush(self._ready, (at, queue[0].id, key))
         self._wake.set()
+
+    def _window_opens(self, now: float) -> float:
+        """When the last second's sends leave room for one more at the current pace (0.0: now)."""
+        recent = self._recent
+        if not self._global_interval:
+            return 0.0
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        return recent[0] + 1.0 if len(recent) >= math.ceil(self._rate) else 0.0
 
     def _pace(self, rate: float) -> None:
         if self._full_rate:
