@@ -417,6 +417,7 @@ def _parse_speed(text: str | float) -> float | None:
 async def cmd_run(args: argparse.Namespace) -> int:
     """``personae run``."""
     from ..delivery.secrets import Redactor, install_log_redaction
+    from ..delivery.sharing import Sharing
     from ..language.loader import load_personas
     from ..storage.select import store_for
     from ..timing.clock import Clock, SystemClock, VirtualClock
@@ -485,7 +486,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
         store=store,
         clock=clock,
         options=BotOptions(
-            seed=bot_cfg.seed, max_depth=bot_cfg.max_depth, commands=commands, persist_state=not replays, run=run_id
+            seed=bot_cfg.seed,
+            max_depth=bot_cfg.max_depth,
+            commands=commands,
+            persist_state=not replays,
+            run=run_id,
+            sharing=Sharing(lease=bot_cfg.lease),
         ),
         redactor=redactor,
         reload=reload,
