@@ -6,6 +6,7 @@ Skipped only where PostgreSQL is not installed, and never when
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -42,13 +43,9 @@ class PgServer:
         return f"postgresql://personae@/{name}?host={self.folder}"
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PgServer]:
-    bindir = pg_bin()
-    if bindir is None:
-        if os.environ.get("PERSONAE_REQUIRE_POSTGRES"):  # CI: never skipped there
-            pytest.fail("PERSONAE_REQUIRE_POSTGRES is set but PostgreSQL is not installed")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+@contextlib.contextmanager
+def running_postgres(bindir: Path, *, fsync: bool = False) -> Iterator[PgServer]:
+    """A server of its own in a temporary folder, stopped and removed on exit (``fsync=False``: tests' speed)."""
     # Not under pytest's tmp_path: its folders are private to this user, and the server
     # may have to run as another (PostgreSQL refuses to run as root).
     folder = Path(tempfile.mkdtemp(prefix="personae-pg-"))
@@ -62,7 +59,9 @@ def postgres_server() -> Iterator[PgServer]:
             [*run_as, bindir / "initdb", "-D", data, "-A", "trust", "-U", "personae", "-E", "UTF8", "--no-sync"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
-        options = f"-k {folder} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+        options = f"-k {folder} -c listen_addresses=''"
+        if not fsync:
+            options += " -c fsync=off -c full_page_writes=off"
         subprocess.run(
             [*run_as, bindir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"],
             check=True, capture_output=True, timeout=120,
@@ -73,3 +72,15 @@ def postgres_server() -> Iterator[PgServer]:
             subprocess.run([*run_as, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer]:
+    """The session's server."""
+    bindir = pg_bin()
+    if bindir is None:
+        if os.environ.get("PERSONAE_REQUIRE_POSTGRES"):  # CI: never skipped there
+            pytest.fail("PERSONAE_REQUIRE_POSTGRES is set but PostgreSQL is not installed")
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with running_postgres(bindir) as server:
+        yield server

@@ -289,3 +289,150 @@ async def test_three_workers_share_a_broadcast_and_survive_a_kill(postgres_serve
             if w is not killed:
                 assert w.proc.returncode == 0, "\n".join(w.lines)
                 assert not [x for x in w.lines if "Traceback" in x or "ERROR" in x], "\n".join(w.lines)
+
+
+# --------------------------------------------------------------------------- live timelines and cron, once
+
+CRONNY = """\
+persona: probe
+name: Probe
+events:
+  bulletin:
+    say: "Bulletin {{ event.n }}"
+    emit: {event: echoed}
+  echoed:
+    say: "Echo"
+schedule:
+  - cron: "* * * * *"
+    event: tick
+    say: "Tick at {{ event.at }}"
+"""
+
+
+async def test_live_timelines_and_cron_fire_once_however_many_workers_fire_them(postgres_server: PgServer):
+    # Every worker plays the live timelines and cron entries; their keys are the same in every
+    # worker, so the outbox and the log keep one copy of each firing (no lock to lose, no event lost
+    # with a dead worker).
+    from personae.adapters.base import AdapterConfig
+    from personae.adapters.null import NullAdapter
+    from personae.app.replay import live
+    from personae.app.runtime import Bot
+    from personae.language.loader import parse_persona
+    from personae.language.source import parse_yaml
+    from personae.timing.clock import VirtualClock
+    from personae.timing.timeline import timeline_from_source
+
+    start = datetime(2030, 1, 1, 11, 59, 30, tzinfo=UTC)
+    timeline = timeline_from_source(
+        parse_yaml(
+            "timeline: mission\ncast: [probe]\nevents:\n"
+            f'  - {{at: "{start + timedelta(seconds=10)}", event: bulletin, data: {{n: 1}}}}\n'
+            f'  - {{at: "{start + timedelta(seconds=70)}", event: bulletin, data: {{n: 2}}}}\n',
+            "mission.yaml",
+        )
+    )
+    end = start + timedelta(seconds=80)
+    async with stores(postgres_server.new_database(), 3) as workers:
+        await workers[0].subscribe_many("null", ["1", "2", "3"], "probe")
+        for store in workers:  # one after the other: the same firings, whatever each worker's timing
+            clock = VirtualClock(start, None)
+            bot = Bot(
+                {"probe": parse_persona(CRONNY)},
+                [NullAdapter(AdapterConfig("null", "probe"))],
+                store=store,
+                clock=clock,
+            )
+            await bot.outlet.load_subscribers()
+            await live(bot, timeline)
+            bot.start_schedules()
+            await bot.scheduler.run(until=end)
+            bot.stop_schedules()
+            await bot.flush()
+            await store.flush()
+        db = workers[0]
+        texts = collections.Counter(r["text"] for r in await db.query_log(direction="out"))
+        assert texts == {"Bulletin 1": 1, "Bulletin 2": 1, "Echo": 2, "Tick at 2030-01-01 12:00:00+00:00": 1}
+        assert [e["event"] for e in await db.query_log(direction="event")] == ["bulletin", "echoed"] * 2
+        chats = collections.Counter(r[0] for r in await db._conn.pool.fetch("SELECT chat FROM outbox"))
+        assert {"1", "2", "3"} <= set(chats) and set(chats.values()) == {5}  # five messages to each chat, once
+
+
+# --------------------------------------------------------------------------- the HTTP intake on PostgreSQL
+
+SECRET = "workers-intake-secret-0123456789"
+
+
+async def _line(worker: Worker, part: str, timeout: float = 60) -> str:
+    async def seen() -> bool:
+        assert worker.proc.returncode is None or not worker.reader.done(), "\n".join(worker.lines)
+        return any(part in x for x in worker.lines)
+
+    await _until(repr(part), seen, timeout)
+    return next(x for x in worker.lines if part in x)
+
+
+async def _post(url: str, body: object, key: str) -> tuple[int, object]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {SECRET}", "Idempotency-Key": key}
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/events", json=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_an_event_posted_to_a_worker_killed_after_the_202_is_played_once_by_another(
+    postgres_server: PgServer, tmp_path: Path
+):
+    url = postgres_server.new_database()
+    port = unused_tcp_port()  # Telegram is down at first: the first worker cannot play what it stores
+    (tmp_path / "personas").mkdir()
+    (tmp_path / "personas" / "probe.yaml").write_text(PERSONA, encoding="utf-8")
+    (tmp_path / "bot.toml").write_text(
+        f'[bot]\npersonas = ["personas/*.yaml"]\ndatabase = "{url}"\nreload = false\n\n'
+        '[[adapters]]\nname = "tg"\ntype = "telegram"\npersona = "probe"\ntoken_env = "TG_TOKEN"\n'
+        f'base_url = "http://127.0.0.1:{port}/bot"\nbase_file_url = "http://127.0.0.1:{port}/file/bot"\n'
+        "poll_timeout = 1\nchannels = [-1001]\n\n[http]\nport = 0\nrate = 0\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "TG_TOKEN": TOKEN, "PERSONAE_HTTP_SECRET": SECRET}
+
+    async def start() -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "personae", "run", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
+        )
+        return Worker(proc)
+
+    body = {"event": "bulletin", "data": {"n": 7}}
+    first = await start()
+    try:
+        where = (await _line(first, "http: listening on")).split()[3]
+        status, answer = await _post(where, body, "once")
+        assert status == 202
+        first.proc.send_signal(signal.SIGKILL)
+        await first.proc.wait()
+    finally:
+        if first.proc.returncode is None:
+            first.proc.kill()
+            await first.proc.wait()
+    async with FakeTelegram(TOKEN, port=port) as fake, stores(url, 1) as (db,):
+        second = await start()
+        try:
+            [sent] = await fake.wait_for_sent(1, timeout=60)
+            assert sent.text == "Bulletin 7 from the comet" and sent.chat_id == -1001
+            where = (await _line(second, "http: listening on")).split()[3]
+            # Posted again, to another worker, by a client that never saw the 202: the same id, nothing new.
+            assert await _post(where, body, "once") == (202, answer)
+
+            async def played() -> bool:
+                return [tuple(r) for r in await db._conn.pool.fetch("SELECT status FROM intake")] == [("played",)]
+
+            await _until("the event played", played)
+            second.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.proc.wait(), 30) == 0
+        finally:
+            if second.proc.returncode is None:
+                second.proc.kill()
+                await second.proc.wait()
+        assert [m.text for m in fake.sent] == ["Bulletin 7 from the comet"]
+        assert sum((await db.outbox_counts()).values()) == 1
+        assert [e["event"] for e in await db.query_log(direction="event")] == ["bulletin"]
+        assert not [x for x in second.lines if "Traceback" in x or SECRET in x], "\n".join(second.lines)

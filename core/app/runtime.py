@@ -154,8 +154,9 @@ class Bot:
             self.engine.persist_state = False
         if self.options.run is None:
             # Live timelines (run "live:<id>") and cron entries fire in every worker of a shared
-            # database, with the same keys: their outbox rows and log rows are written once.
-            self.engine.shared_keys = ("live:", "live|cron:")
+            # database, with the same keys: their outbox rows and log rows are written once. So
+            # does an event posted over HTTP ("http:<id>") that two workers play.
+            self.engine.shared_keys = ("live:", "live|cron:", "http:")
         #: This bot's Prometheus metrics (``GET /metrics`` of the HTTP intake).
         self.metrics = Metrics()
         self.metrics.watch_delivery(lambda: {lane: d.stats for lane, d in self.dispatchers.items()})

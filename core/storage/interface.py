@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, Self
 
-from .records import LogRow, OutboxItem, OutboxRow
+from .records import IntakeEvent, IntakeRequest, IntakeStored, LogRow, OutboxItem, OutboxRow
 
 
 class LogStore(Protocol):
@@ -192,6 +192,27 @@ class Coordination(Protocol):
         """Seconds since a row of ``adapters`` was last marked sent (by any process), ``None`` if never."""
 
 
+class EventIntake(Protocol):
+    """Events posted over HTTP: stored before the 202, played after it (a crash in between plays them later)."""
+
+    async def intake_add(self, requests: Sequence[IntakeRequest]) -> list[IntakeStored]:
+        """Store posted events in one transaction, durable before returning.
+
+        A request whose idempotency key or signature is already stored (or comes
+        earlier in ``requests``) is not stored again: its answer is the stored
+        event's id and fingerprint, with ``new`` false.
+        """
+
+    async def intake_pending(self, limit: int = 100) -> list[IntakeEvent]:
+        """Stored events not yet played, oldest first."""
+
+    async def intake_played(self, event_ids: Sequence[str]) -> None:
+        """Record that these events' reactions are in the outbox: they are not played again."""
+
+    async def writable(self) -> None:
+        """Write to the database, or raise :class:`~personae.storage.records.StoreError` (readiness checks)."""
+
+
 class Journal(LogStore, StateStore, Protocol):
     """What the engine writes and reads back: the log and persona state."""
 
@@ -201,6 +222,8 @@ class Storage(Journal, Outbox, Subscriptions, Runs, Protocol):
 
     #: Work sharing between processes (``None``: this process owns the database, e.g. SQLite).
     coordination: Coordination | None
+    #: The HTTP intake's queue of posted events (``None``: this backend has none).
+    intake: EventIntake | None
 
     async def open(self) -> Self:
         """Connect, check the database and migrate its schema; returns the store itself."""

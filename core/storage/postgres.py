@@ -24,10 +24,12 @@ import asyncpg
 from ..language.text import valid_unicode
 from .batching import ROW_WIDTH, BatchWriter, LogQueue, States, json_text
 from .facade import Composite
+from .postgres_intake import MIGRATION as INTAKE_MIGRATION
+from .postgres_intake import PgIntake
 from .postgres_workers import PgCoordination
 from .records import OUTBOX_FIELDS, OutboxItem, OutboxRow, StoreError, utcnow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -69,6 +71,8 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE outbox ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until TIMESTAMPTZ;
     CREATE INDEX outbox_chat_pending ON outbox (adapter, chat, id) WHERE status = 'pending';
     """,
+    # Events posted over HTTP (postgres_intake.py), as SQLite's schema v4.
+    3: INTAKE_MIGRATION,
 }
 #: Any number will do as long as it is the same for every worker: the key of the migration lock.
 _MIGRATION_LOCK = 0x7065_7273_6F6E_6165 >> 1  # "personae", made to fit a signed bigint
@@ -446,6 +450,7 @@ class PostgresStore(Composite):
             subscriptions=PgSubscriptions(self._conn),
             runs=PgRuns(self._conn),
             coordination=PgCoordination(url, lambda: self._conn.pool, self._conn.owner, _OUTBOX_COLS),
+            intake=PgIntake(lambda: self._conn.pool),
         )
 
     async def __aenter__(self) -> Self:
