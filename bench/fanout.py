@@ -61,7 +61,7 @@ def _serve(kind: str, options: dict[str, Any], conn: Any) -> None:
             await fake.start()
             conn.send({"rest_base": fake.rest_base, "gateway_url": fake.gateway_url})
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # wait for "stop"
-        stats = {"count_429": fake.count_429, "sent": len(fake.sent), "unique": len({m.chat_id for m in fake.sent})}
+        stats = {"count_429": fake.count_429, "sent": len(fake.sent)}
         if kind == "telegram" and len(fake.sent) > 1:
             # As the fake saw it: the workers' row cannot time sends inside the bot.
             stats["rate"] = (len(fake.sent) - 1) / (fake.sent[-1].time - fake.sent[0].time)
@@ -277,7 +277,7 @@ def run_telegram_workers(chats: int, limit: int, tmp: Path, workers: int = 3, ma
                     p.kill()
             stats = server.stop()
     return {
-        "platform": f"Telegram, {workers} workers, PostgreSQL",
+        "platform": f"Telegram, {workers} workers (PostgreSQL)",
         "chats": chats,
         "limit": limit,
         "sent": stats["sent"],
@@ -290,17 +290,18 @@ def run_telegram_workers(chats: int, limit: int, tmp: Path, workers: int = 3, ma
 def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)  # as the personae CLI does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--telegram-chats", type=int, default=10_000, help="subscribed chats (default 10,000)")
+    parser.add_argument("--telegram-chats", type=int, default=10_000, help="subscribed chats (default 10,000; 0: skip)")
     parser.add_argument("--telegram-limit", type=int, default=300, help="global msg/s: Telegram's 30 ×10 (default)")
-    parser.add_argument("--discord-channels", type=int, default=200, help="subscribed channels (default 200)")
+    parser.add_argument("--discord-channels", type=int, default=200, help="subscribed channels (default 200; 0: skip)")
     parser.add_argument("--discord-limit", type=int, default=50, help="global requests/s (Discord's 50, default)")
     parser.add_argument("--worker-chats", type=int, default=10_000, help="chats for 3 workers on PostgreSQL (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        rows = [
-            run_telegram(args.telegram_chats, args.telegram_limit, Path(d)),
-            run_discord(args.discord_channels, args.discord_limit, Path(d)),
-        ]
+        rows = []
+        if args.telegram_chats:
+            rows.append(run_telegram(args.telegram_chats, args.telegram_limit, Path(d)))
+        if args.discord_channels:
+            rows.append(run_discord(args.discord_channels, args.discord_limit, Path(d)))
         if args.worker_chats:
             rows.append(run_telegram_workers(args.worker_chats, args.telegram_limit, Path(d)))
     from rich.console import Console
@@ -329,11 +330,11 @@ def main() -> None:
             str(r["count_429"]),
             str(r["repeated"]),
         )
-    Console(width=max(Console().width, 110)).print(table)
+    Console(width=max(Console().width, 130)).print(table)
     print(
         f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
         f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels}"
-        f" --worker-chats {args.worker_chats}"
+        f" --worker-chats {args.worker_chats} --telegram-limit {args.telegram_limit}"
     )
 
 

@@ -130,7 +130,7 @@ def _lock_ids(name: str) -> tuple[int, int]:
 CHATS = 2000
 EVENTS = 2
 #: Seconds from launching the workers to the first timeline event: all three must be running by then.
-MARGIN = 15.0
+MARGIN = 20.0
 
 PERSONA = """\
 persona: probe
@@ -193,7 +193,7 @@ async def _until(what: str, check: object, timeout: float = 60.0) -> None:
         raise AssertionError(f"gave up waiting for {what}") from None
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 async def test_three_workers_share_a_broadcast_and_survive_a_kill(postgres_server: PgServer, tmp_path: Path):
     url = postgres_server.new_database()
     chats = [str(500_000 + i) for i in range(CHATS)]
@@ -228,7 +228,7 @@ async def test_three_workers_share_a_broadcast_and_survive_a_kill(postgres_serve
             async def a_third_sent() -> bool:
                 return len(fake.sent) >= total // 3
 
-            await _until("a third of the broadcast", a_third_sent, timeout=MARGIN + 60)
+            await _until("a third of the broadcast", a_third_sent, timeout=MARGIN + 120)
             # Kill the worker that is sending: the holder of the lane's lock.
             owner = await db._conn.pool.fetchval(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
@@ -250,7 +250,7 @@ async def test_three_workers_share_a_broadcast_and_survive_a_kill(postgres_serve
                 counts = await db.outbox_counts()
                 return counts.get("sent", 0) == total and len(fake.sent) >= total
 
-            await _until("every message sent", all_sent)
+            await _until("every message sent", all_sent, timeout=300)  # a hang guard: a busy machine is slow
         finally:
             for w in workers:
                 if w.proc.returncode is None:
