@@ -475,6 +475,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
     install_log_redaction(redactor)
     _redact_stderr(redactor)
     store = await store_for(_database(bot_cfg.database, config)).open()
+    if replays and store.coordination is not None:
+        # Live timelines and cron fire once whatever the number of workers (their keys are the same
+        # in each); a replay is a run of its own in each process, on its own clock.
+        sys.stderr.write(
+            'warning: on a shared database every worker plays a replayed timeline (mode = "replay") again:'
+            ' run replays in one worker, or use mode = "live"\n'
+        )
     commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
 
     def reload() -> Mapping[str, Any]:
