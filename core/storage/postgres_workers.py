@@ -144,9 +144,13 @@ class PgCoordination:
 
     async def outbox_renew(self, adapters: Sequence[str], seconds: float) -> int:
         """Extend this process's leases on pending rows of ``adapters``."""
+        # SKIP LOCKED: a row being marked right now is not waited for (it is changing hands or
+        # status; the next renewal, a third of a lease later, extends it). Waiting for it could
+        # deadlock with the mark, which locks rows in another order.
         done = await self.pool().execute(
-            "UPDATE outbox SET lease_until = now() + make_interval(secs => $3)"
-            " WHERE lease_owner = $1 AND status = 'pending' AND adapter = ANY($2::text[])",
+            "UPDATE outbox SET lease_until = now() + make_interval(secs => $3) WHERE id IN ("
+            " SELECT id FROM outbox WHERE lease_owner = $1 AND status = 'pending' AND adapter = ANY($2::text[])"
+            " FOR UPDATE SKIP LOCKED)",
             self.owner,
             _lane(adapters),
             float(seconds),
