@@ -22,6 +22,11 @@ several of them (and a pace above the budget meets 429s):
 - Bluesky, 5,000 points per hour at 3 points a post (0.46 posts/s) → 500
   points per 12 s (13.9 posts/s); the adapter is told
   ``points_per_hour = 150000``.
+
+The workers row runs three real ``personae run`` workers on one PostgreSQL
+server started for the run (fsync on): a live timeline event fires in all
+three, and they share the broadcast (one sends at a time, as one bot's
+limits require): ``--worker-chats 2000`` (0: skip).
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ def _serve(kind: str, options: dict[str, Any], conn: Any) -> None:
             conn.send({"rest_base": fake.rest_base, "gateway_url": fake.gateway_url})
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # wait for "stop"
         stats = {"count_429": fake.count_429, "sent": len(fake.sent)}
+        if kind == "telegram" and len(fake.sent) > 1:
+            # As the fake saw it: the workers' row cannot time sends inside the bot.
+            stats["rate"] = (len(fake.sent) - 1) / (fake.sent[-1].time - fake.sent[0].time)
         if kind == "discord":
             stats["repeated_429"] = fake.count_repeated_429
         conn.send(stats)
@@ -335,12 +343,112 @@ def run_bluesky(mentions: int, points: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+WORKER_TOML = """\
+[bot]
+personas = ["personas/*.yaml"]
+database = "{url}"
+reload = false
+
+[[adapters]]
+name = "tg"
+type = "telegram"
+persona = "probe"
+token_env = "T"
+base_url = "{base_url}"
+base_file_url = "{base_file_url}"
+mode = "webhook"
+webhook_url = "https://bot.example/tg"
+port = {port}
+global_rate = {limit}
+concurrency = 12
+
+[[timelines]]
+file = "news.yaml"
+mode = "live"
+"""
+
+
+def run_telegram_workers(chats: int, limit: int, tmp: Path, workers: int = 3, margin: float = 30.0) -> dict[str, Any]:
+    """Three ``personae run`` processes on one PostgreSQL; a live timeline event broadcast to ``chats``."""
+    import os
+    import signal
+    import subprocess
+    from datetime import timedelta
+
+    from pgserver import pg_bin, running_postgres
+
+    from fakes.telegram_api import unused_tcp_port
+    from personae.storage.postgres import PostgresStore
+
+    bindir = pg_bin()
+    if bindir is None:
+        raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with running_postgres(bindir, fsync=True) as pg:
+        url = pg.new_database()
+
+        async def prepare() -> None:
+            async with PostgresStore(url) as store:
+                await store.subscribe_many("tg", [str(100_000 + i) for i in range(chats)], "probe")
+
+        asyncio.run(prepare())
+        (tmp / "personas").mkdir(exist_ok=True)
+        (tmp / "personas" / "probe.yaml").write_text(PERSONA, encoding="utf-8")
+        at = (datetime.now(UTC) + timedelta(seconds=margin)).isoformat()
+        (tmp / "news.yaml").write_text(
+            f'timeline: news\ncast: [probe]\nevents:\n  - {{at: "{at}", event: news, data: {{what: touchdown}}}}\n',
+            encoding="utf-8",
+        )
+        server = Server("telegram", global_rate=limit, per_chat_rate=1)
+        procs = []
+        try:
+            for n in range(workers):
+                config = tmp / f"worker-{n}.toml"
+                config.write_text(
+                    WORKER_TOML.format(url=url, port=unused_tcp_port(), limit=limit, **server.info), encoding="utf-8"
+                )
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "personae", "run", "--config", str(config)],
+                        cwd=tmp,
+                        env={**os.environ, "T": TG_TOKEN},
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+
+            async def wait_sent() -> None:
+                async with PostgresStore(url) as store:
+                    while (await store.outbox_counts()).get("sent", 0) < chats:
+                        if any(p.poll() is not None for p in procs):
+                            raise SystemExit("a worker exited early")
+                        await asyncio.sleep(0.5)
+
+            asyncio.run(wait_sent())
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            stats = server.stop()
+    return {
+        "platform": f"Telegram, {workers} workers (PostgreSQL)",
+        "chats": chats,
+        "limit": limit,
+        "sent": stats["sent"],
+        "rate": stats.get("rate", 0.0),
+        "count_429": stats["count_429"],
+        "repeated": "-",
+    }
+
+
 def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)  # as the personae CLI does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--telegram-chats", type=int, default=10_000, help="subscribed chats (default 10,000)")
+    parser.add_argument("--telegram-chats", type=int, default=10_000, help="subscribed chats (default 10,000; 0: skip)")
     parser.add_argument("--telegram-limit", type=int, default=300, help="global msg/s: Telegram's 30 ×10 (default)")
-    parser.add_argument("--discord-channels", type=int, default=200, help="subscribed channels (default 200)")
+    parser.add_argument("--discord-channels", type=int, default=200, help="subscribed channels (default 200; 0: skip)")
     parser.add_argument("--discord-limit", type=int, default=50, help="global requests/s (Discord's 50, default)")
     parser.add_argument("--mentions", type=int, default=500, help="mentions at once on Mastodon and Bluesky (500)")
     parser.add_argument(
@@ -352,16 +460,20 @@ def main() -> None:
         default=500,
         help="points per 12 s: Bluesky's 5,000 per hour ×30 (default; a post costs 3)",
     )
-    parser.add_argument("--only", choices=("telegram", "discord", "mastodon", "bluesky"), action="append")
+    parser.add_argument("--only", choices=("telegram", "discord", "mastodon", "bluesky", "workers"), action="append")
+    parser.add_argument("--worker-chats", type=int, default=10_000, help="chats for 3 workers on PostgreSQL (0: skip)")
     args = parser.parse_args()
     runs = {
         "telegram": lambda d: run_telegram(args.telegram_chats, args.telegram_limit, d),
         "discord": lambda d: run_discord(args.discord_channels, args.discord_limit, d),
         "mastodon": lambda d: run_mastodon(args.mentions, args.mastodon_limit, d),
         "bluesky": lambda d: run_bluesky(args.mentions, args.bluesky_points, d),
+        "workers": lambda d: run_telegram_workers(args.worker_chats, args.telegram_limit, d),
     }
     with tempfile.TemporaryDirectory() as d:
-        rows = [run(Path(d)) for name, run in runs.items() if not args.only or name in args.only]
+        sizes = {"telegram": args.telegram_chats, "discord": args.discord_channels, "workers": args.worker_chats}
+        wanted = [n for n in runs if (not args.only or n in args.only) and sizes.get(n, args.mentions) > 0]
+        rows = [runs[name](Path(d)) for name in wanted]
     from rich.console import Console
     from rich.table import Table
 
@@ -391,11 +503,12 @@ def main() -> None:
             str(r["count_429"]),
             str(r["repeated"]),
         )
-    Console(width=max(Console().width, 110)).print(table)
+    Console(width=max(Console().width, 130)).print(table)
     print(
         f"Python {platform.python_version()}, {platform.machine()}; command: python bench/fanout.py "
         f"--telegram-chats {args.telegram_chats} --discord-channels {args.discord_channels} "
         f"--mentions {args.mentions}"
+        f" --worker-chats {args.worker_chats} --telegram-limit {args.telegram_limit}"
     )
 
 

@@ -1,15 +1,16 @@
-"""Events per second accepted by ``POST /events`` of a running ``personae run`` (SQLite).
+"""Events per second accepted by ``POST /events`` of a running ``personae run`` (SQLite, PostgreSQL).
 
 The bot runs as a real subprocess (null adapter, ``[http]`` on a free port);
 ``--clients`` concurrent clients post signed events with an ``Idempotency-Key``
 each, each waiting for its 202 before sending the next. A 202 comes only once
 the event is committed to SQLite and synced (``PRAGMA synchronous = FULL``;
-concurrent requests share one commit). The bot plays the events meanwhile, as
-it would in production. After each row the ``intake`` table is counted: every
-202 must be a stored row. Prints one table.
+concurrent requests share one commit); on PostgreSQL (a server started for the
+run, fsync on) once the transaction is committed. The bot plays the events
+meanwhile, as it would in production. After each row the ``intake`` table is
+counted: every 202 must be a stored row. Prints one table.
 
-    python bench/intake.py                       # 1, 8 and 32 clients, 3,000 events each
-    python bench/intake.py --clients 64 --events 10000
+    python bench/intake.py                       # 1, 8 and 32 clients, 3,000 events each, both databases
+    python bench/intake.py --clients 64 --events 10000 --backend postgresql
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ events:
 """
 
 
-async def start_bot(folder: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start_bot(folder: Path, database: str) -> tuple[asyncio.subprocess.Process, str]:
     (folder / "probe.yaml").write_text(PERSONA, encoding="utf-8")
     (folder / "bot.toml").write_text(
-        '[bot]\npersonas = ["probe.yaml"]\ndatabase = "bench.db"\nreload = false\n\n'
+        f'[bot]\npersonas = ["probe.yaml"]\ndatabase = "{database}"\nreload = false\n\n'
         '[[adapters]]\ntype = "null"\npersona = "probe"\n\n[http]\nport = 0\nrate = 0\nmax_body = 4096\n',
         encoding="utf-8",
     )
@@ -83,10 +84,10 @@ async def client(http: aiohttp.ClientSession, url: str, n: int, latencies: list[
         latencies.append(time.perf_counter() - t0)
 
 
-async def row(url: str, clients: int, events: int, db: Path) -> tuple[int, float, float, float, int]:
+async def row(url: str, clients: int, events: int, db: str) -> tuple[int, float, float, float, int]:
     import aiohttp
 
-    before = stored(db)
+    before = await stored(db)
     latencies: list[float] = []
     per = events // clients
     connector = aiohttp.TCPConnector(limit=clients)
@@ -101,37 +102,61 @@ async def row(url: str, clients: int, events: int, db: Path) -> tuple[int, float
         done / elapsed,
         latencies[len(latencies) // 2] * 1000,
         latencies[int(0.99 * len(latencies))] * 1000,
-        stored(db) - before,
+        await stored(db) - before,
     )
 
 
-def stored(db: Path) -> int:
+async def stored(db: str) -> int:
+    if db.startswith("postgresql://"):
+        import asyncpg
+
+        con = await asyncpg.connect(db)
+        try:
+            return int(await con.fetchval("SELECT count(*) FROM intake"))
+        finally:
+            await con.close()
     with contextlib.closing(sqlite3.connect(db)) as con:
         return int(con.execute("SELECT count(*) FROM intake").fetchone()[0])
 
 
+async def rows_for(database: str, folder: Path, args: argparse.Namespace) -> list[tuple[object, ...]]:
+    proc, url = await start_bot(folder, database)
+    results: list[tuple[object, ...]] = []
+    try:
+        for clients in args.clients:
+            results.append((clients, *await row(url, clients, args.events, database)))
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return results
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        proc, url = await start_bot(folder)
-        results = []
-        try:
-            for clients in args.clients:
-                results.append((clients, *await row(url, clients, args.events, folder / "bench.db")))
-        finally:
-            proc.terminate()
-            await proc.wait()
+        if "sqlite" in args.backend:
+            results += [("SQLite", *r) for r in await rows_for(str(folder / "bench.db"), folder, args)]
+        if "postgresql" in args.backend:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+            from pgserver import pg_bin, running_postgres
+
+            bindir = pg_bin()
+            if bindir is None:
+                raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+            with running_postgres(bindir, fsync=True) as pg:
+                results += [("PostgreSQL", *r) for r in await rows_for(pg.new_database(), folder, args)]
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="POST /events → 202 after a synced SQLite commit (personae run, null adapter)")
-    for col in ("clients", "events", "accepted/s", "p50 ms", "p99 ms", "rows stored"):
+    t = Table(title="POST /events → 202 after a durable commit (personae run, null adapter)")
+    for col in ("database", "clients", "events", "accepted/s", "p50 ms", "p99 ms", "rows stored"):
         t.add_column(col, justify="right")
-    for clients, done, rate, p50, p99, rows in results:
-        t.add_row(str(clients), f"{done:,}", f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{rows:,}")
+    for backend, clients, done, rate, p50, p99, rows in results:
+        t.add_row(backend, str(clients), f"{done:,}", f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{rows:,}")
     Console(width=max(Console().width, 100)).print(t)
     print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPU(s)")
-    if any(done != rows for _, done, _, _, _, rows in results):
+    if any(done != rows for _, _, done, _, _, _, rows in results):
         raise SystemExit("a 202 without a stored row")
 
 
@@ -139,6 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per row")
     parser.add_argument("--events", type=int, default=3000, help="events per row")
+    parser.add_argument(
+        "--backend", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"], help="databases"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -110,3 +110,7 @@ def persona_dir(tmp_path: Path) -> Path:
     (d / "lander.yaml").write_text(LANDER, encoding="utf-8")
     (d / "orbiter.yaml").write_text(ORBITER, encoding="utf-8")
     return d
+
+
+# The session's PostgreSQL server, for every test module that asks for it.
+from pgserver import postgres_server  # noqa: E402, F401

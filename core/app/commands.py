@@ -421,6 +421,7 @@ def _parse_speed(text: str | float) -> float | None:
 async def cmd_run(args: argparse.Namespace) -> int:
     """``personae run``."""
     from ..delivery.secrets import Redactor, install_log_redaction
+    from ..delivery.sharing import Sharing
     from ..language.loader import load_personas
     from ..storage.select import store_for
     from ..timing.clock import Clock, SystemClock, VirtualClock
@@ -478,6 +479,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
     install_log_redaction(redactor)
     _redact_stderr(redactor)
     store = await store_for(_database(bot_cfg.database, config)).open()
+    if replays and store.coordination is not None:
+        # Live timelines and cron fire once whatever the number of workers (their keys are the same
+        # in each); a replay is a run of its own in each process, on its own clock.
+        sys.stderr.write(
+            'warning: on a shared database every worker plays a replayed timeline (mode = "replay") again:'
+            ' run replays in one worker, or use mode = "live"\n'
+        )
     commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
 
     def reload() -> Mapping[str, Any]:
@@ -489,7 +497,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
         store=store,
         clock=clock,
         options=BotOptions(
-            seed=bot_cfg.seed, max_depth=bot_cfg.max_depth, commands=commands, persist_state=not replays, run=run_id
+            seed=bot_cfg.seed,
+            max_depth=bot_cfg.max_depth,
+            commands=commands,
+            persist_state=not replays,
+            run=run_id,
+            sharing=Sharing(lease=bot_cfg.lease),
         ),
         redactor=redactor,
         reload=reload,

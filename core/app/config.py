@@ -47,6 +47,13 @@ class BotSection(_Model):
     unsubscribe_command: str = "unsubscribe"
     reload: bool = Field(default=True, description="reload persona files when they change")
     max_depth: int = 8
+    lease: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="several workers on one PostgreSQL database: seconds before the outbox rows of a worker"
+        " that died go to another",
+    )
 
 
 class AdapterEntry(BaseModel):

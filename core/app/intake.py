@@ -38,7 +38,8 @@ from ..engine.engine import EngineError
 from ..engine.messages import Event
 from ..language.errors import ConfigError, did_you_mean
 from ..language.templates import TemplateRenderError
-from ..storage.store import IntakeEvent, IntakeRequest, IntakeStored, Store, StoreError
+from ..storage.interface import EventIntake, Storage
+from ..storage.records import IntakeEvent, IntakeRequest, IntakeStored, StoreError
 from .runtime import Bot
 
 log = logging.getLogger("personae.app.intake")
@@ -128,11 +129,16 @@ class Intake:
     """
 
     def __init__(self, bot: Bot, settings: IntakeSettings, *, clock: Callable[[], float] = time.time) -> None:
-        if not isinstance(bot.store, Store):
-            # Its durable queue is a SQLite table for now; the PostgreSQL store has no intake yet.
-            raise ConfigError("the HTTP intake ([http]) needs a SQLite database (PostgreSQL: not yet)")
+        store = bot.store
+        if store is None or store.intake is None:
+            raise ConfigError("the HTTP intake ([http]) needs a database to store posted events in")
         self.bot = bot
-        self.store: Store = bot.store
+        self.store: Storage = store
+        #: Where posted events wait to be played (a table of the bot's database).
+        self.queue: EventIntake = store.intake
+        #: Seconds between looks for events another worker stored and did not play (it died):
+        #: with several workers on one database; ``None`` (one process) waits for this one's posts.
+        self._poll = 1.0 if store.coordination is not None else None
         self.settings = settings
         self._clock = clock
         self._limiter = RateLimiter(settings.rate, clock)
@@ -213,7 +219,7 @@ class Intake:
             waiting = self.bot.not_started
             problems.append(f"adapters not connected: {', '.join(waiting)}" if waiting else "dispatchers not running")
         try:
-            await asyncio.wait_for(self.store.writable(), 5)
+            await asyncio.wait_for(self.queue.writable(), 5)
         except (StoreError, TimeoutError) as exc:
             problems.append(f"database not writable: {exc or 'timed out'}")
         if problems:
@@ -364,7 +370,7 @@ class Intake:
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                answers = await self.store.intake_add([r for r, _ in batch])
+                answers = await self.queue.intake_add([r for r, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -378,7 +384,7 @@ class Intake:
         while True:
             self._wake.clear()  # before reading: an event stored meanwhile wakes the next round
             try:
-                pending = await self.store.intake_pending()
+                pending = await self.queue.intake_pending()
                 if pending:
                     await self._play(pending)
             except Exception as exc:  # the events stay pending: tried again shortly
@@ -386,7 +392,8 @@ class Intake:
                 await asyncio.sleep(1)
                 continue
             if not pending:
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
 
     async def _play(self, items: list[IntakeEvent]) -> None:
         """Queue the events' reactions in the outbox (one write for all), then mark them played."""
@@ -403,7 +410,7 @@ class Intake:
                 log.error("event %s (%s) failed: %s", item.id, item.event, bot.redactor(str(exc)))
         await bot.flush()
         await self.store.flush()  # their log rows too: "played" means on disk
-        await self.store.intake_played([item.id for item in items])
+        await self.queue.intake_played([item.id for item in items])
 
 
 def _no_constant(name: str) -> Any:

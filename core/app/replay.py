@@ -168,7 +168,12 @@ async def live(bot: Bot, timeline: Timeline, *, missed: str = "skip") -> None:
     if record is None:
         position = past[-1].index if past else -1
         if store is not None:
-            await store.replay_start(run, timeline.id, {"mode": "live"})
+            try:
+                await store.replay_start(run, timeline.id, {"mode": "live"})
+            except Exception:
+                # Another worker of the same database recorded it first: the same first start.
+                if await store.replay_get(run) is None:
+                    raise
             await store.replay_progress(run, str(position))
         if past:
             log.info("timeline %s: %d event(s) before this first start are history", timeline.id, len(past))

@@ -24,12 +24,13 @@ from personae.adapters.base import Adapter, PlatformUnreachable, Receipt
 
 from ..delivery.dispatcher import Dispatcher
 from ..delivery.secrets import Redactor, install_log_redaction
+from ..delivery.sharing import SharedLane, Sharing
 from ..engine.engine import Engine, EngineError
 from ..engine.messages import Incoming, Outgoing
 from ..engine.persona import Persona
 from ..language.errors import ConfigError, PersonaeError
 from ..language.templates import TemplateRenderError
-from ..storage.interface import Storage
+from ..storage.interface import Outbox, Storage
 from ..storage.records import LogRow, OutboxItem
 from ..timing.clock import Clock, SystemClock
 from ..timing.scheduler import Scheduler
@@ -81,6 +82,8 @@ class BotOptions:
     #: start; doubled after each failed attempt, up to ``start_backoff_max``.
     start_backoff: float = 1.0
     start_backoff_max: float = 60.0
+    #: Several processes on one database (PostgreSQL): leases and takeover (see :mod:`personae.delivery.sharing`).
+    sharing: Sharing = field(default_factory=Sharing)
 
 
 class Bot:
@@ -149,6 +152,11 @@ class Bot:
         )
         if not self.options.persist_state:
             self.engine.persist_state = False
+        if self.options.run is None:
+            # Live timelines (run "live:<id>") and cron entries fire in every worker of a shared
+            # database, with the same keys: their outbox rows and log rows are written once. So
+            # does an event posted over HTTP ("http:<id>") that two workers play.
+            self.engine.shared_keys = ("live:", "live|cron:", "http:")
         #: This bot's Prometheus metrics (``GET /metrics`` of the HTTP intake).
         self.metrics = Metrics()
         self.metrics.watch_delivery(lambda: {lane: d.stats for lane, d in self.dispatchers.items()})
@@ -225,18 +233,33 @@ class Bot:
         await asyncio.gather(*(self._start_adapter(a) for a in members))
         if self.store is None:
             return
-        d = Dispatcher(
-            self.store,
-            members,
-            redact=self.redactor,
-            on_sent=self._sent,
-            on_failed=self._failed,
-            on_chat_gone=self._chat_gone,
-            on_chat_moved=self._chat_moved,
-            seed=self.options.seed,
-        )
-        self.dispatchers[lane] = d
-        self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{lane}"))
+
+        def dispatcher(outbox: Outbox) -> Dispatcher:
+            return Dispatcher(
+                outbox,
+                members,
+                redact=self.redactor,
+                on_sent=self._sent,
+                on_failed=self._failed,
+                on_chat_gone=self._chat_gone,
+                on_chat_moved=self._chat_moved,
+                seed=self.options.seed,
+            )
+
+        coordination = self.store.coordination
+        if coordination is None:  # this process owns the database: it sends everything itself
+            d = self.dispatchers[lane] = dispatcher(self.store)
+            self._tasks.append(asyncio.create_task(d.run(), name=f"dispatch-{lane}"))
+            return
+
+        def publish(d: Dispatcher | None) -> None:
+            if d is None:
+                self.dispatchers.pop(lane, None)
+            else:
+                self.dispatchers[lane] = d
+
+        shared = SharedLane(self.store, coordination, lane, members, dispatcher, publish, self.options.sharing)
+        self._tasks.append(asyncio.create_task(shared.run(), name=f"lane-{lane}"))
 
     @property
     def ready(self) -> bool:

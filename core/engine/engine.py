@@ -118,6 +118,9 @@ class Engine:
         self.persist_state = True
         #: Log nothing that happens before this mission time (a resumed replay re-runs its past).
         self.log_from: datetime | None = None
+        #: Key prefixes of events that every process sharing the database fires alike (live
+        #: timelines, cron entries): their log rows are keyed too, so they are written once.
+        self.shared_keys: tuple[str, ...] = ()
         self._state: dict[str, dict[str, Any]] = {}
         self._chat_state: dict[tuple[str, str], dict[str, Any]] = {}
         self._counters: dict[str, int] = {}
@@ -796,9 +799,10 @@ class Engine:
         """The log key of a row about event ``key``, if a resumed run may log it again (else ``None``).
 
         Only what a run re-executes on ``--resume`` (its timeline, cron and their emits,
-        whose keys start with the run id) is keyed: an event from a chat has no stable identity.
+        whose keys start with the run id), and what every worker on a shared database fires
+        alike (:attr:`shared_keys`), is keyed: an event from a chat has no stable identity.
         """
-        if not self.run or not key or not key.startswith(f"{self.run}|"):
+        if not key or not ((self.run and key.startswith(f"{self.run}|")) or key.startswith(self.shared_keys)):
             return None
         return f"{kind}|{key}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .interface import LogStore, Outbox, Runs, StateStore, Subscriptions
+from .interface import Coordination, EventIntake, LogStore, Outbox, Runs, StateStore, Subscriptions
 from .records import LogRow, OutboxItem, OutboxRow
 
 
@@ -19,13 +19,25 @@ class Composite:
     """
 
     def __init__(
-        self, *, log: LogStore, state: StateStore, outbox: Outbox, subscriptions: Subscriptions, runs: Runs
+        self,
+        *,
+        log: LogStore,
+        state: StateStore,
+        outbox: Outbox,
+        subscriptions: Subscriptions,
+        runs: Runs,
+        coordination: Coordination | None = None,
+        intake: EventIntake | None = None,
     ) -> None:
         self._log = log
         self._state = state
         self._outbox = outbox
         self._subscriptions = subscriptions
         self._runs = runs
+        #: Work sharing between processes (``None``: one process owns the database).
+        self.coordination = coordination
+        #: The HTTP intake's queue of posted events.
+        self.intake = intake
 
     async def flush(self) -> None:
         """Write every queued row and state change now; returns once they are committed."""

@@ -15,10 +15,12 @@ committed it, because delivery guarantees depend on it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, Self
 
-from .records import LogRow, OutboxItem, OutboxRow
+from .records import IntakeEvent, IntakeRequest, IntakeStored, LogRow, OutboxItem, OutboxRow
 
 
 class LogStore(Protocol):
@@ -152,12 +154,76 @@ class Runs(Protocol):
         """Record how far a run got (the mission time of its last queued message); ``status`` if given."""
 
 
+class Coordination(Protocol):
+    """How the processes that share one database share its work (PostgreSQL with several workers).
+
+    A backend that one process owns (SQLite) has none: that process sends
+    everything itself. With one, each lane is sent by one process at a time
+    (:meth:`exclusive`), and that process leases the rows it loads, so a
+    process that dies leaves its rows to another once their lease expires.
+    """
+
+    #: Who this process is in the database (it owns the rows it leased).
+    owner: str
+
+    def exclusive(self, name: str, *, retry: float) -> AbstractAsyncContextManager[asyncio.Event]:
+        """Wait until this process alone holds ``name`` (trying every ``retry`` seconds).
+
+        Held until the block exits; the event is set if the hold is lost (the
+        connection that holds it broke): the holder must then stop at once.
+        When a holder dies, its hold ends with it.
+        """
+
+    async def outbox_lease(self, adapters: Sequence[str], limit: int, seconds: float) -> list[OutboxItem]:
+        """Lease up to ``limit`` pending rows of ``adapters`` for ``seconds``, oldest first.
+
+        Skips rows another process holds a live lease on, and every later row of
+        the same chat (so each chat's messages go in order), and rows this process
+        leased already.
+        """
+
+    async def outbox_renew(self, adapters: Sequence[str], seconds: float) -> int:
+        """Extend this process's leases on pending rows of ``adapters`` to ``seconds`` from now; returns how many."""
+
+    async def outbox_release(self, adapters: Sequence[str]) -> int:
+        """Give up this process's leases on pending rows of ``adapters``; returns how many."""
+
+    async def outbox_last_sent(self, adapters: Sequence[str]) -> float | None:
+        """Seconds since a row of ``adapters`` was last marked sent (by any process), ``None`` if never."""
+
+
+class EventIntake(Protocol):
+    """Events posted over HTTP: stored before the 202, played after it (a crash in between plays them later)."""
+
+    async def intake_add(self, requests: Sequence[IntakeRequest]) -> list[IntakeStored]:
+        """Store posted events in one transaction, durable before returning.
+
+        A request whose idempotency key or signature is already stored (or comes
+        earlier in ``requests``) is not stored again: its answer is the stored
+        event's id and fingerprint, with ``new`` false.
+        """
+
+    async def intake_pending(self, limit: int = 100) -> list[IntakeEvent]:
+        """Stored events not yet played, oldest first."""
+
+    async def intake_played(self, event_ids: Sequence[str]) -> None:
+        """Record that these events' reactions are in the outbox: they are not played again."""
+
+    async def writable(self) -> None:
+        """Write to the database, or raise :class:`~personae.storage.records.StoreError` (readiness checks)."""
+
+
 class Journal(LogStore, StateStore, Protocol):
     """What the engine writes and reads back: the log and persona state."""
 
 
 class Storage(Journal, Outbox, Subscriptions, Runs, Protocol):
     """Every concern of one database, opened and closed as one."""
+
+    #: Work sharing between processes (``None``: this process owns the database, e.g. SQLite).
+    coordination: Coordination | None
+    #: The HTTP intake's queue of posted events (``None``: this backend has none).
+    intake: EventIntake | None
 
     async def open(self) -> Self:
         """Connect, check the database and migrate its schema; returns the store itself."""

@@ -11,7 +11,10 @@ as SQLite's; each batch is one transaction.
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -21,9 +24,12 @@ import asyncpg
 from ..language.text import valid_unicode
 from .batching import ROW_WIDTH, BatchWriter, LogQueue, States, json_text
 from .facade import Composite
+from .postgres_intake import MIGRATION as INTAKE_MIGRATION
+from .postgres_intake import PgIntake
+from .postgres_workers import PgCoordination
 from .records import OUTBOX_FIELDS, OutboxItem, OutboxRow, StoreError, full_row, utcnow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -62,6 +68,13 @@ _MIGRATIONS: dict[int, str] = {
     """,
     # The files a message carries (JSON: path, MIME type, alt text), so a resume sends them too.
     2: "ALTER TABLE outbox ADD COLUMN media TEXT;",
+    # Several workers on one database: the process sending a row holds a lease on it (postgres_workers.py).
+    3: """
+    ALTER TABLE outbox ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until TIMESTAMPTZ;
+    CREATE INDEX outbox_chat_pending ON outbox (adapter, chat, id) WHERE status = 'pending';
+    """,
+    # Events posted over HTTP (postgres_intake.py), as SQLite's schema v4.
+    4: INTAKE_MIGRATION,
 }
 #: Any number will do as long as it is the same for every worker: the key of the migration lock.
 _MIGRATION_LOCK = 0x7065_7273_6F6E_6165 >> 1  # "personae", made to fit a signed bigint
@@ -134,6 +147,9 @@ class PgConnection:
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool: asyncpg.Pool | None = None
+        #: This process in the database: its ``application_name`` (``pg_stat_activity`` shows
+        #: which worker holds what) and the owner of the outbox rows it leases.
+        self.owner = f"personae:{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(3)}"
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -150,7 +166,9 @@ class PgConnection:
     async def open(self) -> None:
         """Connect and migrate the schema (once, whoever else is starting)."""
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4)
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=4, server_settings={"application_name": self.owner}
+            )
             async with self.pool.acquire() as con, con.transaction():
                 await con.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 await con.execute("CREATE TABLE IF NOT EXISTS personae_schema (version INTEGER NOT NULL)")
@@ -436,6 +454,8 @@ class PostgresStore(Composite):
             outbox=PgOutbox(self._conn),
             subscriptions=PgSubscriptions(self._conn),
             runs=PgRuns(self._conn),
+            coordination=PgCoordination(url, lambda: self._conn.pool, self._conn.owner, _OUTBOX_COLS),
+            intake=PgIntake(lambda: self._conn.pool),
         )
 
     async def __aenter__(self) -> Self:
