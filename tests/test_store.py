@@ -177,9 +177,11 @@ async def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path):
         rows = await store.query_log(since="2014-11-12")
     assert [(r["direction"], r["text"]) for r in rows] == [("in", "hi")]
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "interactions_ts" not in indexes and "interactions_persona_ts" in indexes
+    # v2 dropped the ts index; v6 replaced (persona, ts) by persona alone (cheaper, and in id order).
+    assert "interactions_ts" not in indexes and "interactions_persona_ts" not in indexes
+    assert "interactions_persona" in indexes
     # v3: log rows a resumed replay writes again have a key; runs record their timeline's hash.
     assert "interactions_key" in indexes
     assert "timeline_hash" in {r[1] for r in con.execute("PRAGMA table_info(replays)")}
