@@ -201,10 +201,14 @@ def _database(setting: str, config: Any = None) -> Path | str:
 def _stamp_printer(personas: Mapping[str, Any]) -> Any:
     from personae.adapters.console import mission_stamp
 
+    from ..engine.messages import shown_lines
+
     def show(o: Any) -> None:
         name = personas[o.persona].name if o.persona in personas else o.persona
-        text = o.text.replace("\n", " ⏎ ")
-        sys.stdout.write(f"{mission_stamp(o.at.isoformat() if o.at else None)}  {name}: {text}\n")
+        stamp = mission_stamp(o.at.isoformat() if o.at else None)
+        # The same lines the console adapter shows: the text, then one line per file.
+        for line in shown_lines(o.text, o.media):
+            sys.stdout.write(f"{stamp}  {name}: {line.replace(chr(10), ' ⏎ ')}\n")
         sys.stdout.flush()
 
     return show

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic
-from .loader import media_path
+from .loader import media_file_problem, media_path
 from .media import DESCRIBED_ONLY, PLATFORM_MEDIA, kind_of, mime_of, size_text
 from .source import DataPath, Source
 
@@ -75,7 +75,7 @@ def _check(source: Source, base: Path, path: DataPath, value: Any, platforms: Se
         name = item["file"]
         mime = mime_of(name)
         file = base / name
-        if mime is None or not file.is_file():
+        if mime is None or media_file_problem(base, name) is not None:
             continue  # the loader's error
         at = media_path(source, path, i)
         kind = kind_of(mime)
