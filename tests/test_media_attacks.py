@@ -216,3 +216,22 @@ def test_schema_errors_in_media_are_plain_words_at_the_key_that_is_wrong(tmp_pat
     assert "p.yaml:23:33: events.g.media.alt: expected a string, found a list" in out
     assert "p.yaml:26:19: events.h.media.file: must not be empty" in out
     assert "should have" not in out  # no pydantic wording
+
+
+def test_only_types_the_networks_take_load_whatever_the_case_of_the_extension(tmp_path: Path) -> None:
+    # The system calls an SVG, TIFF or PSD an image; no network here posts one.
+    bad, good = ["a.svg", "a.tiff", "a.psd", "a.bmp", "a.mid", "a.avi"], ["a.PNG", "b.JpEg", "c.MP3", "d.webm"]
+    for name in bad + good:
+        (tmp_path / name).write_bytes(b"not empty")
+
+    def persona_with(names: list[str]) -> str:
+        items = "".join(f"    - {{file: {n}, alt: x}}\n" for n in names)
+        return f"persona: p\nname: P\nfallback:\n  say: hi\n  media:\n{items}"
+
+    _, diags = check_source(parse_yaml(persona_with(bad + good), str(tmp_path / "p.yaml")))
+    assert [(d.line, d.message.split("'")[1]) for d in diags] == [(6 + i, n) for i, n in enumerate(bad)]
+    assert all("is not an image, audio or video file the platforms take" in d.message for d in diags)
+    assert "images .jpg .jpeg .png .gif .webp" in diags[0].message
+    persona = parse_persona(persona_with(good), str(tmp_path / "p.yaml"))
+    assert persona.fallback is not None
+    assert [m.mime for m in persona.fallback.media] == ["image/png", "image/jpeg", "audio/mpeg", "video/webm"]

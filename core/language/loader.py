@@ -25,7 +25,7 @@ from ..engine.router import Router, Trigger
 from ..engine.safe_regex import compile_regex
 from .budget_lint import budget_problems
 from .errors import Diagnostic, PersonaeError, did_you_mean, format_path
-from .media import mime_of
+from .media import known_types, mime_of
 from .schema import MediaFile, PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
 from .templates import Templates, Text
@@ -537,7 +537,8 @@ class _Compiler:
             at = media_path(self.src, path, i)
             mime = mime_of(m.file)
             if mime is None:
-                self.error(at, f"'{m.file}' is not an image, audio or video file (known by its extension)", key=True)
+                message = f"'{m.file}' is not an image, audio or video file the platforms take ({known_types()})"
+                self.error(at, message, key=True)
                 continue
             file = base / m.file
             problem = media_file_problem(base, m.file)
