@@ -17,6 +17,7 @@ from test_media import MA_TOKEN, personae_run, png, until, wav
 from fakes.mastodon_api import FakeMastodon
 from personae import Chat, Incoming, User
 from personae.engine.engine import Engine
+from personae.language.lint import lint as run_lint
 from personae.language.loader import check_source, parse_persona
 from personae.language.source import parse_yaml
 from personae.timing.clock import VirtualClock
@@ -235,3 +236,28 @@ def test_only_types_the_networks_take_load_whatever_the_case_of_the_extension(tm
     persona = parse_persona(persona_with(good), str(tmp_path / "p.yaml"))
     assert persona.fallback is not None
     assert [m.mime for m in persona.fallback.media] == ["image/png", "image/jpeg", "audio/mpeg", "video/webm"]
+
+
+def test_lint_knows_which_kinds_may_share_a_post_on_each_network(tmp_path: Path) -> None:
+    # Telegram groups audio only with audio; Mastodon takes up to four images, or one video or sound.
+    png(tmp_path / "a.png")
+    wav(tmp_path / "s.wav")
+    wav(tmp_path / "t.wav")
+    (tmp_path / "p.yaml").write_text(
+        "persona: p\nname: P\nevents:\n"
+        "  mixed:\n    say: x\n    media: [{file: a.png, alt: a}, {file: s.wav, alt: s}]\n"  # 6
+        "  sounds:\n    say: x\n    media: [{file: s.wav, alt: s}, {file: t.wav, alt: t}]\n"  # 9
+        "  pictures:\n    say: x\n    media: [{file: a.png, alt: a}, {file: a.png, alt: b}]\n"
+        "  one:\n    say: x\n    media: {file: s.wav, alt: s}\n",
+        encoding="utf-8",
+    )
+    toml = tmp_path / "bot.toml"
+    adapters = "".join(f'\n[[adapters]]\ntype = "{t}"\npersona = "p"\n' for t in ("telegram", "mastodon", "discord"))
+    toml.write_text(f'[bot]\npersonas = ["{tmp_path}/p.yaml"]\n{adapters}', encoding="utf-8")
+    found = [d for d in run_lint([tmp_path / "p.yaml", toml]).diagnostics if d.severity == "error"]
+    assert sorted((d.line, d.message.split()[0]) for d in found) == [
+        (6, "mastodon"),
+        (6, "telegram"),
+        (9, "mastodon"),
+    ]
+    assert "audio" in found[0].message

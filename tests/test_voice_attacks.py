@@ -32,7 +32,7 @@ def test_alt_text_required_on_a_real_file_reports_each_missing_alt_once(tmp_path
         "replies:\n"
         "  - when: {keywords: [a]}\n    say: hi\n    media: m/a.png\n"  # 8
         "  - when: {keywords: [b]}\n    say: hi\n"
-        "    media: [{file: m/a.png, alt: '  '}, {file: m/s.wav, alt: a hum}]\n"  # 11
+        "    media: [{file: m/a.png, alt: '  '}]\n"  # 11
         "    platforms:\n      bluesky: {media: [{file: m/a.png}]}\n"  # 13
         "      telegram: {media: [m/s.wav]}\n",  # 14
         encoding="utf-8",
