@@ -78,8 +78,6 @@ def test_the_same_seed_gives_the_same_conversation_in_other_processes(tmp_path: 
     script = "hi\nhi\nhi\nx\nx\nx\nhi\nhi\nhi\nhi\n"
     runs = [chat(tmp_path, script, "--seed", "3", "--no-log", env={"PYTHONHASHSEED": h}) for h in ("1", "2")]
     assert runs[0] == runs[1] and runs[0].count("P: ") == 10
-    other = chat(tmp_path, script, "--seed", "4", "--no-log", env={"PYTHONHASHSEED": "1"})
-    assert other.count("P: ") == 10
 
 
 @pytest.mark.parametrize("value", [".nan", ".NaN", "-.inf", ".inf"])
