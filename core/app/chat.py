@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ..engine.engine import Engine, EngineError
-from ..engine.messages import Chat, Event, Incoming, Outgoing, User
+from ..engine.messages import Chat, Event, Incoming, Outgoing, User, shown_lines
 from ..language.templates import TemplateRenderError
 from ..timing.timeline import _scalar
 
@@ -67,14 +67,16 @@ class ChatSession:
         """Print each message on its own line as ``Name: text``."""
         for o in outgoing:
             name = self.engine.personas[o.persona].name
-            text = o.text.replace("\r", "").replace("\n", " ⏎ ") if not self.interactive else o.text
-            if self.interactive:
-                from rich.console import Console
-                from rich.markup import escape
+            # A terminal shows no picture: each file is a line saying what it is, as on the console adapter.
+            for line in shown_lines(o.text, o.media):
+                text = line.replace("\r", "").replace("\n", " ⏎ ") if not self.interactive else line
+                if self.interactive:
+                    from rich.console import Console
+                    from rich.markup import escape
 
-                Console(file=self.out, highlight=False).print(f"[bold cyan]{escape(name)}[/]: {escape(text)}")
-            else:
-                self.out.write(f"{name}: {text}\n")
+                    Console(file=self.out, highlight=False).print(f"[bold cyan]{escape(name)}[/]: {escape(text)}")
+                else:
+                    self.out.write(f"{name}: {text}\n")
         self.out.flush()
 
     async def line(self, text: str) -> list[Outgoing]:

@@ -200,15 +200,15 @@ def _database(setting: str, config: Any = None) -> Path | str:
 
 def _stamp_printer(personas: Mapping[str, Any]) -> Any:
     from personae.adapters.console import mission_stamp
-    from personae.language.media import describe
+
+    from ..engine.messages import shown_lines
 
     def show(o: Any) -> None:
         name = personas[o.persona].name if o.persona in personas else o.persona
         stamp = mission_stamp(o.at.isoformat() if o.at else None)
-        # The same lines the console adapter shows: the text, then a line per media file.
-        lines = [o.text.replace("\n", " ⏎ ")] if o.text else []
-        lines += [describe(m.name, m.kind, m.alt) for m in o.media]
-        sys.stdout.write("".join(f"{stamp}  {name}: {line}\n" for line in lines))
+        # The same lines the console adapter shows: the text, then one line per file.
+        for line in shown_lines(o.text, o.media):
+            sys.stdout.write(f"{stamp}  {name}: {line.replace(chr(10), ' ⏎ ')}\n")
         sys.stdout.flush()
 
     return show

@@ -7,6 +7,7 @@ cooldown survives a restart.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from .memory import ScopedMemory
@@ -40,8 +41,8 @@ class Cooldowns:
         clock (a replayed mission after a live run) and is ignored.
         """
         started = self.memory.get(persona, key).get(rule)
-        if not isinstance(started, int | float):
-            return None
+        if not isinstance(started, int | float) or not math.isfinite(started):
+            return None  # no record, or one in another shape (edited by hand, another version)
         elapsed = now.timestamp() - started
         if elapsed < 0 or elapsed >= duration.total_seconds():
             return None

@@ -139,8 +139,8 @@ class Engine:
         if self.store is None:
             return
         for (persona, scope, chat), data in (await self.store.load_states()).items():
-            if persona not in self.personas:
-                continue
+            if persona not in self.personas or not isinstance(data, Mapping):
+                continue  # a row some other version (or hand) left in another shape starts afresh
             if scope == "persona":
                 self.state(persona).update(_known(data, self.personas[persona].state))
             elif scope in self._memories:
@@ -325,7 +325,8 @@ class Engine:
         else:
             say = options[pick].render({}) if options else ""
         out: list[Outgoing] = []
-        media = chosen.media_for(platform)
+        # A resting rule says only its cooldown_say: the picture it rests from is not sent again.
+        media = () if cooling else chosen.media_for(platform)
         if say or media:
             out.append(
                 Outgoing(

@@ -39,7 +39,10 @@ class RateLimiter:
         record = self.memory.get(persona, user)
         t, window = now.timestamp(), limit.per.total_seconds()
         # Times after now come from another clock (a replay after a live run): they do not count.
-        times = [x for x in record.get("at", ()) if isinstance(x, int | float) and t - window < x <= t]
+        saved = record.get("at")
+        # A saved record in another shape (edited by hand, another version) counts nothing.
+        saved = saved if isinstance(saved, list) else []
+        times = [x for x in saved if isinstance(x, int | float) and not isinstance(x, bool) and t - window < x <= t]
         told = record.get("told")
         return times, isinstance(told, int | float) and t - window < told <= t
 

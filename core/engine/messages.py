@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..language.media import describe
 from ..language.text import valid_unicode
 
 
@@ -111,6 +112,11 @@ def media_json(media: tuple[Media, ...]) -> str | None:
     if not media:
         return None
     return json.dumps([[m.path, m.mime, m.alt] for m in media], ensure_ascii=False)
+
+
+def shown_lines(text: str, media: tuple[Media, ...]) -> list[str]:
+    """What a terminal shows of a message: its text (when there is one), then one line per file."""
+    return ([text] if text else []) + [describe(m.name, m.kind, m.alt) for m in media]
 
 
 def media_from_json(text: str | None) -> tuple[Media, ...]:

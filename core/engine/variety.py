@@ -30,7 +30,10 @@ class Variety:
             return seed % count if count else 0
         keep = min(n, count - 1)
         record = self.memory.get(persona, chat)
-        latest = [i for i in record.get(key, ()) if isinstance(i, int) and 0 <= i < count][-keep:]
+        saved = record.get(key)
+        # A saved record in another shape (edited by hand, another version) is no history.
+        saved = saved if isinstance(saved, list) else []
+        latest = [i for i in saved if type(i) is int and 0 <= i < count][-keep:]
         allowed = [i for i in range(count) if i not in latest]
         choice = allowed[seed % len(allowed)]
         self.memory.put(persona, chat, {**record, key: [*latest, choice][-keep:]})

@@ -25,7 +25,7 @@ from ..engine.router import Router, Trigger
 from ..engine.safe_regex import compile_regex
 from .budget_lint import budget_problems
 from .errors import Diagnostic, PersonaeError, did_you_mean, format_path
-from .media import mime_of
+from .media import known_types, mime_of
 from .schema import MediaFile, PersonaFile, Reaction, Reply, ScheduleEntry, field_names
 from .source import DataPath, Source, load_yaml, parse_yaml
 from .templates import Templates, Text
@@ -184,6 +184,11 @@ def _diagnostic(source: Source, model: type[BaseModel], err: Any) -> Diagnostic:
 def _present(source: Source, loc: DataPath) -> DataPath:
     # A normalised value (a string turned into a list) has deeper locs than the YAML.
     while loc and loc not in source.values:
+        # A mapping written where a list may go (`media: {file: …, alt: …}`) was wrapped in
+        # a list: without the index the normaliser added, the key is in the file.
+        for i, part in enumerate(loc):
+            if isinstance(part, int) and (*loc[:i], *loc[i + 1 :]) in source.values:
+                return (*loc[:i], *loc[i + 1 :])
         loc = loc[:-1]
     return loc
 
@@ -205,8 +210,13 @@ def _message(err: Any) -> str:
     }.get(kind)
     if expected:
         return f"expected {expected}, found {_kind(value)}"
-    if kind == "too_short":
+    if kind in ("too_short", "string_too_short"):
         return "must not be empty"
+    ctx = err.get("ctx", {})
+    if kind == "string_too_long":
+        return f"too long: at most {ctx.get('max_length'):,} characters, found {len(value):,}"
+    if kind == "too_long":
+        return f"too many: at most {ctx.get('max_length')} items, found {ctx.get('actual_length')}"
     bound = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most")}.get(kind)
     if bound is not None:
         return f"must be {bound[1]} {err.get('ctx', {}).get(bound[0])}, found {value!r}"
@@ -527,11 +537,13 @@ class _Compiler:
             at = media_path(self.src, path, i)
             mime = mime_of(m.file)
             if mime is None:
-                self.error(at, f"'{m.file}' is not an image, audio or video file (known by its extension)", key=True)
+                message = f"'{m.file}' is not an image, audio or video file the platforms take ({known_types()})"
+                self.error(at, message, key=True)
                 continue
             file = base / m.file
-            if not file.is_file():
-                self.error(at, f"media file '{m.file}' not found (looked for {file})", key=True)
+            problem = media_file_problem(base, m.file)
+            if problem:
+                self.error(at, problem, key=True)
                 continue
             out.append(Media(str(file.resolve()), mime, (m.alt or "").strip()))
         return tuple(out)
@@ -729,6 +741,31 @@ def _set_mismatch(value: Any, declared: Any, templates: Templates) -> str | None
 
 def _declared(value: Any) -> str:
     return _KIND_WORDS.get(type(value), type(value).__name__)
+
+
+def media_file_problem(base: Path, name: str) -> str | None:
+    """Why the media file ``name`` (relative to the persona folder ``base``) cannot be sent, or ``None``.
+
+    A persona may only send files from its own folder (or below): a script that names
+    ``/etc/passwd`` or ``../../secret.png``, or a link pointing out of the folder, would
+    otherwise post any file the bot can read to a public network.
+    """
+    if Path(name).is_absolute():
+        return f"media file '{name}' must be a path relative to the persona file, not an absolute path"
+    file = base / name
+    try:
+        inside = file.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return f"media file '{name}' cannot be read (a symbolic link loop?)"
+    if not inside:
+        return f"media file '{name}' is outside the persona's folder ({base.resolve()}): keep media next to the persona"
+    if file.is_dir():
+        return f"media file '{name}' is a directory, not a file"
+    if not file.is_file():
+        return f"media file '{name}' not found (looked for {file})"
+    if file.stat().st_size == 0:
+        return f"media file '{name}' is empty (0 bytes): no platform takes an empty file"
+    return None
 
 
 def media_path(source: Source, path: DataPath, i: int) -> DataPath:

@@ -7,7 +7,6 @@ passes is one every platform takes.
 
 from __future__ import annotations
 
-import mimetypes
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Literal
@@ -55,12 +54,41 @@ PLATFORM_MEDIA: dict[str, PlatformMedia] = {
 DESCRIBED_ONLY = frozenset({"console"})
 
 
+#: The file types every network here takes, by extension. A fixed table rather than the
+#: system's MIME database: lint says the same on every machine, and an SVG, TIFF or PSD
+#: (an "image" to the system, refused by the networks) is caught before a post fails.
+MEDIA_TYPES: dict[str, str] = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".wav": "audio/x-wav",
+    ".flac": "audio/flac",
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+}
+
+
 def mime_of(file: str) -> str | None:
-    """The MIME type of ``file`` from its extension, when it is an image, audio or video type."""
-    mime, _ = mimetypes.guess_type(PurePath(file).name, strict=False)
-    if mime is None or mime.split("/", 1)[0] not in KINDS:
-        return None
-    return mime
+    """The MIME type of ``file`` from its extension (any case), when it is a type the networks take."""
+    return MEDIA_TYPES.get(PurePath(file).suffix.lower())
+
+
+def known_types() -> str:
+    """``images .jpg .jpeg …; audio …; video …``: the extensions :func:`mime_of` knows, for messages."""
+    label = {"image": "images", "audio": "audio", "video": "video"}
+    return "; ".join(
+        f"{label[k]} " + " ".join(e for e, m in MEDIA_TYPES.items() if m.startswith(f"{k}/")) for k in KINDS
+    )
 
 
 def kind_of(mime: str) -> Kind:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic
-from .loader import media_path
+from .loader import media_file_problem, media_path
 from .media import DESCRIBED_ONLY, PLATFORM_MEDIA, kind_of, mime_of, size_text
 from .source import DataPath, Source
 
@@ -69,13 +69,19 @@ def _check(source: Source, base: Path, path: DataPath, value: Any, platforms: Se
         most = PLATFORM_MEDIA[p].per_post
         if len(items) > most:
             out.append(source.diagnostic(path, f"{len(items)} files: {p} takes at most {most} per post", key=True))
+    names = [i["file"] for i in items if isinstance(i, dict) and isinstance(i.get("file"), str)]
+    kinds = [kind_of(m) for m in map(mime_of, names) if m is not None]
+    for p in platforms:
+        problem = _mixing(p, kinds)
+        if problem:
+            out.append(source.diagnostic(path, f"{problem}: give them reactions of their own", key=True))
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("file"), str):
             continue  # the schema's error
         name = item["file"]
         mime = mime_of(name)
         file = base / name
-        if mime is None or not file.is_file():
+        if mime is None or media_file_problem(base, name) is not None:
             continue  # the loader's error
         at = media_path(source, path, i)
         kind = kind_of(mime)
@@ -99,6 +105,17 @@ def _check(source: Source, base: Path, path: DataPath, value: Any, platforms: Se
                     )
                 )
     return out
+
+
+def _mixing(platform: str, kinds: Sequence[str]) -> str | None:
+    """Why ``platform`` will not post files of these ``kinds`` together (``None``: it will)."""
+    if len(kinds) < 2:
+        return None
+    if platform == "telegram" and "audio" in kinds and set(kinds) != {"audio"}:
+        return "telegram groups audio only with audio, not with images or video"
+    if platform == "mastodon" and {"audio", "video"} & set(kinds):
+        return "mastodon takes up to 4 images, or one video or sound file alone"
+    return None
 
 
 def platforms_from_config(paths: Iterable[Path]) -> dict[str, list[str]] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -75,6 +76,8 @@ def parse_duration(value: object) -> timedelta:
                 hint = f"did you mean '{match.group(1)}{space}{close[0]}'?"
             raise ValueError(f"'{value}' is not a duration: unknown unit '{match.group(2)}' ({hint})")
         seconds = float(match.group(1)) * _UNITS[unit]
+    if math.isnan(seconds):  # YAML's .nan: neither long nor short
+        raise ValueError(f"'{value}' is not a duration (use e.g. 90s, 2m, 1h, 3d)")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     if seconds > 100 * 365 * 86400:

@@ -30,7 +30,8 @@ from jinja2 import TemplateSyntaxError, nodes
 from ..delivery.split import Measure, measure_length, split_message
 from ..engine.persona import Action, Persona
 from .errors import Diagnostic
-from .schema import Reaction, Voice
+from .media import kind_of, mime_of
+from .schema import MediaFile, Reaction, Voice
 from .source import DataPath, Source
 from .templates import Dialect, Templates, Text
 from .voice_samples import EventSamples, Sample, event_samples_for, reply_samples, schedule_samples
@@ -163,6 +164,30 @@ class _Checker:
                 sub = (*sub, "say")  # written as a mapping: {say: …, media: …}
             for text_path, text in self._texts(path, sub, texts, raw):
                 self.text(text_path, text, on, samples)
+        self.alts((*path, "media"), reaction.media)
+        for platform, variant in reaction.platforms.items():
+            self.alts((*path, "platforms", platform, "media"), variant.media or ())
+        if action.cooldown is not None and action.cooldown.say:
+            # Said instead of the rule while it rests, on every platform: checked like its say.
+            for text_path, text in self._texts(path, ("cooldown_say",), action.cooldown.say, reaction.cooldown_say):
+                self.text(text_path, text, self.platforms, samples)
+
+    def alts(self, path: DataPath, media: Sequence[MediaFile]) -> None:
+        """Banned words in alt text: Mastodon and Bluesky show it to everyone who asks."""
+        for i, m in enumerate(media):
+            item = (*path, i) if (*path, i) in self.src.values else path
+            at = (*item, "alt") if (*item, "alt") in self.src.values else item
+            for word in self.banned.found(m.alt or ""):
+                self.diags.append(self.src.diagnostic(at, f"banned word '{word}' in alt text (voice.banned_words)"))
+
+    def notice(self, samples: Sequence[Sample]) -> None:
+        """The ``limits.notice`` a user past the limit is told, on every platform."""
+        limits = self.persona.limits
+        raw = self.persona.spec.limits.notice if self.persona.spec.limits is not None else None
+        if limits is None or not limits.notice.say:
+            return
+        for text_path, text in self._texts(("limits",), ("notice",), limits.notice.say, raw):
+            self.text(text_path, text, self.platforms, samples)
 
     def phrases(self, samples: Sequence[Sample]) -> None:
         """Banned words in phrase options (each may be picked; lengths are checked where they are used)."""
@@ -326,6 +351,9 @@ def _media(source: Source, path: DataPath, media: Any) -> list[Diagnostic]:
         if isinstance(alt, str) and alt.strip():
             continue
         name = item.get("file") if isinstance(item, dict) else item
+        mime = mime_of(name) if isinstance(name, str) else None
+        if mime is not None and kind_of(mime) == "image":
+            continue  # an image needs alt text whatever the voice says: the media lint reports it
         what = f"media '{name}'" if isinstance(name, str) else "a media item"
         where = (*path, i) if (*path, i) in source.values else path
         message = f"{what} has no alt text (voice.alt_text: required): add 'alt:' saying what it shows"
@@ -359,6 +387,7 @@ def voice_problems(
         path = _path(scheduled.action)
         checker.site(path, scheduled.action, entry, schedule_samples(persona, scheduled.event, samples))
         checker.required_variants(path, entry)
+    checker.notice(reply_samples(persona, None, samples))
     checker.phrases(reply_samples(persona, None, samples))
     if checker.unsampled and notes:
         names = checker.unsampled

@@ -25,4 +25,10 @@ class SqliteState:
         """All saved state, keyed by (persona, scope, chat)."""
         await self._writer.flush()
         rows = await self._conn.read("SELECT persona, scope, chat, data FROM state")
-        return {(p, s, c): json.loads(d) for p, s, c, d in rows}
+        out: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for p, s, c, d in rows:
+            try:
+                out[(p, s, c)] = json.loads(d)
+            except (TypeError, ValueError):
+                continue  # a row that is not JSON (damaged by hand or disk) is skipped: that state starts afresh
+        return out
