@@ -427,9 +427,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from ..timing.clock import Clock, SystemClock, VirtualClock
     from ..timing.timeline import load_timeline
     from .config import load_config
-    from .replay import content_hash, live, new_run_id, nothing_to_play, replay
+    from .replay import content_hash, live, new_run_id, nothing_to_play, replay, shared_run_id
     from .runtime import Bot, BotOptions, Commands, watch_files
     from .screen import Progress, open_screen
+    from .shared_replay import SharedRun, play_shared
 
     config = load_config(args.config, files=True)
     bot_cfg = config.model.bot
@@ -479,13 +480,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
     install_log_redaction(redactor)
     _redact_stderr(redactor)
     store = await store_for(_database(bot_cfg.database, config)).open()
+    session = None
     if replays and store.coordination is not None:
-        # Live timelines and cron fire once whatever the number of workers (their keys are the same
-        # in each); a replay is a run of its own in each process, on its own clock.
-        sys.stderr.write(
-            'warning: on a shared database every worker plays a replayed timeline (mode = "replay") again:'
-            ' run replays in one worker, or use mode = "live"\n'
-        )
+        # The workers of a shared database play the replay as one run: the same id in each (and
+        # after a restart), played by the holder of its lock (see personae.app.shared_replay).
+        # Replies to chats keep a session of this process's own.
+        entry, timeline = replays[0]
+        session, run_id = run_id, shared_run_id(content_hash(timeline), bot_cfg.seed, entry.from_, entry.to)
     commands = Commands(subscribe=bot_cfg.subscribe_command, unsubscribe=bot_cfg.unsubscribe_command)
 
     def reload() -> Mapping[str, Any]:
@@ -502,6 +503,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             commands=commands,
             persist_state=not replays,
             run=run_id,
+            session=session,
             sharing=Sharing(lease=bot_cfg.lease),
         ),
         redactor=redactor,
@@ -558,20 +560,30 @@ async def cmd_run(args: argparse.Namespace) -> int:
         done: asyncio.Task[Any] | None = None
         if replays:
             entry, timeline = replays[0]
-            await store.replay_start(
-                run_id or "",
-                timeline.id,
-                {
-                    "timeline": str(config.resolve(entry.file)),
-                    "speed": entry.speed,
-                    "from": entry.from_.isoformat() if entry.from_ else None,
-                    "to": entry.to.isoformat() if entry.to else None,
-                    "seed": bot_cfg.seed,
-                },
-                timeline_hash=content_hash(timeline),
-            )
+            saved = {
+                "timeline": str(config.resolve(entry.file)),
+                "speed": entry.speed,
+                "from": entry.from_.isoformat() if entry.from_ else None,
+                "to": entry.to.isoformat() if entry.to else None,
+                "seed": bot_cfg.seed,
+            }
             total = len(timeline.window(entry.from_, entry.to))
             progress = bot.metrics.track(screen.progress(total, timeline.id), total)
+        if replays and store.coordination is not None:
+            shared = SharedRun(
+                run_id or "",
+                timeline,
+                saved,
+                content_hash(timeline),
+                entry.from_,
+                entry.to,
+                entry.schedules,
+                poll=bot.options.sharing.poll,
+            )
+            done = asyncio.create_task(play_shared(bot, store.coordination, shared, progress=progress))
+            tasks.append(done)
+        elif replays:
+            await store.replay_start(run_id or "", timeline.id, saved, timeline_hash=content_hash(timeline))
             done = asyncio.create_task(
                 replay(
                     bot,
@@ -595,12 +607,16 @@ async def cmd_run(args: argparse.Namespace) -> int:
             if waiter in finished:
                 break
             if done is not None and done in finished:
-                done.result()
+                played = done.result()
                 if progress:
                     progress.close()
                 # The replayed mission is over, and its clock stops with it: answers from now
                 # on are stamped with its last instant, not with a date the clock ran on to.
                 ended = bot.scheduler.last_due or clock.now()
+                if played is None:  # another worker of the shared database played it
+                    entry, timeline = replays[0]
+                    ended = timeline.window(entry.from_, entry.to)[-1].at
+                    sys.stderr.write(f"replay run {run_id} was played by a worker of this database\n")
                 if isinstance(clock, VirtualClock):
                     clock.halt(ended)
                 listening = f"; mission clock stopped at {ended:%Y-%m-%d %H:%M UTC}; still listening (Ctrl-C to stop)"

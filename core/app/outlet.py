@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -78,15 +80,29 @@ class Outlet:
         self.silent_until: datetime | None = None
         #: ``(adapter, chat)``: broadcasts go only there (an admin's ``/replay here``).
         self.target: tuple[str, str] | None = None
+        #: Seconds a broadcast may use the subscribers read before it (``None``: read once, at
+        #: start). Set when other processes share the database: their ``/subscribe`` counts too.
+        self.refresh: float | None = None
+        self._read_at = -math.inf
+        #: Subscription changes made by this process (a read that overlaps one is not kept).
+        self._changes = 0
 
     async def load_subscribers(self) -> None:
-        """Read every adapter's subscribers from the store (once, at start)."""
+        """Read every adapter's subscribers from the store (at start, and when :attr:`refresh` says)."""
         if self.store is not None:
-            for a in self.adapters:
-                self.subscribers[a.name] = await self.store.subscribers(a.name)
+            changes, now = self._changes, time.monotonic()
+            fresh = {a.name: await self.store.subscribers(a.name) for a in self.adapters}
+            if changes != self._changes:
+                return  # this process changed one meanwhile: read again at the next broadcast
+            self.subscribers.update(fresh)  # in place: forks share the dict
+            self._read_at = now
 
     async def deliver(self, outgoing: list[Outgoing]) -> None:
         """Queue messages: expand broadcasts, split long text, write the outbox, wake dispatchers."""
+        refresh = self.refresh  # None in one process (SQLite): nothing more to do here
+        due = refresh is not None and time.monotonic() - self._read_at >= refresh
+        if due and any(o.chat is None for o in outgoing):
+            await self.load_subscribers()
         if self.silent_until is not None:
             outgoing = [o for o in outgoing if o.at is None or o.at >= self.silent_until]
         if self.target is not None:
@@ -212,6 +228,7 @@ class Outlet:
         if self.store is None:
             return
         persona = next(a.persona for a in self.adapters if a.name == adapter)
+        self._changes += 1
         await self.store.subscribe_many(adapter, chats, persona)
         subs = self.subscribers.setdefault(adapter, [])
         known = set(subs)
@@ -224,6 +241,7 @@ class Outlet:
         """Subscribe one chat (the ``/subscribe`` command); ``False`` if it already was."""
         if self.store is None:
             return False
+        self._changes += 1
         new = await self.store.subscribe(adapter, chat, persona)
         if new:
             self.subscribers.setdefault(adapter, []).append(chat)
@@ -233,6 +251,7 @@ class Outlet:
         """Remove ``chat`` from ``adapter``'s broadcasts."""
         if self.store is None:
             return False
+        self._changes += 1
         subs = self.subscribers.get(adapter, [])
         if chat in subs:
             subs.remove(chat)
@@ -241,6 +260,7 @@ class Outlet:
     def chat_moved(self, adapter: str, old: str, new: str) -> None:
         """A chat got a new id (a Telegram group became a supergroup): its subscription follows it."""
         # The store has moved the subscription already; keep the in-memory list in step.
+        self._changes += 1
         subs = self.subscribers.get(adapter)
         if subs is not None and old in subs:
             self.subscribers[adapter] = list(dict.fromkeys(new if c == old else c for c in subs))

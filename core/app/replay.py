@@ -26,7 +26,7 @@ from ..timing.timeline import Timeline, TimelineEvent, bare_date, parse_time
 from .runtime import Bot
 from .screen import Progress
 
-__all__ = ["Progress", "ReplayResult", "live", "new_run_id", "replay"]
+__all__ = ["Progress", "ReplayResult", "live", "new_run_id", "replay", "shared_run_id"]
 
 log = logging.getLogger("personae.app.replay")
 
@@ -43,6 +43,17 @@ class ReplayResult:
 def new_run_id() -> str:
     """A short unique run id."""
     return uuid.uuid4().hex[:10]
+
+
+def shared_run_id(digest: str, seed: int, start: datetime | None, end: datetime | None) -> str:
+    """The run id of a replay that the workers of one shared database play together.
+
+    The same in every worker (and after a restart): it names what the run
+    plays, the timeline's :func:`content_hash`, the seed and the window. So the
+    workers agree on one run, its outbox keys and its stored position.
+    """
+    what = json.dumps([digest, seed, start.isoformat() if start else None, end.isoformat() if end else None])
+    return "shared-" + hashlib.sha256(what.encode()).hexdigest()[:12]
 
 
 def content_hash(timeline: Timeline) -> str:

@@ -78,6 +78,8 @@ class BotOptions:
     commands: Commands = field(default_factory=Commands)
     persist_state: bool = True
     run: str | None = None
+    #: Prefix of the keys of replies to chats (``None``: the run id, else a new one per bot).
+    session: str | None = None
     #: Seconds before the first retry of an adapter whose platform could not be reached at
     #: start; doubled after each failed attempt, up to ``start_backoff_max``.
     start_backoff: float = 1.0
@@ -121,13 +123,16 @@ class Bot:
             if a.persona in personas:
                 a.locale = personas[a.persona].locale  # Mastodon tags each post with its language
         self._reload = reload
-        self.session = self.options.run or uuid.uuid4().hex[:12]
+        self.session = self.options.session or self.options.run or uuid.uuid4().hex[:12]
         self.scheduler = Scheduler(self.clock, on_error=self._scheduler_error)
         self.dispatchers: dict[str, Dispatcher] = {}
         #: The outgoing side: outbox writes and who receives broadcasts.
         self.outlet = Outlet(
             store, self.adapters, self.dispatchers, session=self.session, run=self.options.run, transcript=transcript
         )
+        if store is not None and store.coordination is not None:
+            # Other workers of the shared database take /subscribe and /unsubscribe too.
+            self.outlet.refresh = 1.0
         self.deliver = self.outlet.deliver
         self.flush = self.outlet.flush
         self.subscribe = self.outlet.subscribe
