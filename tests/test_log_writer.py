@@ -1,9 +1,8 @@
 """The SQLite log writer: every queued row reaches the file, in order, whatever the mix and the values.
 
-Rows travel to SQLite as bound parameters, a fixed number of records per
-statement (see ``personae.storage.sqlite.writer``); these tests check what
-that must not change: the count, the order, the values, and the all-or-nothing
-retry when a value cannot be bound as it is.
+Whatever the writer's encoding (see ``personae.storage.sqlite.writer``), these
+tests check what must not change: the count, the order, the values, and that
+a value SQLite cannot store as it is loses no row.
 """
 
 from __future__ import annotations
@@ -15,8 +14,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from personae.storage.sqlite.writer import CHUNK, WIDTH, chunks
 from personae.storage.store import LogRow, Store
+
+#: Enough rows to span several batches.
+CHUNK = 128
 
 # One queued item: an exchange without a reply (0), with one (1), a single row (2), an event reaction (3).
 kinds = st.lists(st.integers(0, 3), min_size=1, max_size=3 * CHUNK + 5)
@@ -82,15 +83,6 @@ async def test_times_and_numbers_keep_their_values(tmp_path):
     assert ts[0] == ts[1] and ts[0].endswith("+00:00")
 
 
-async def test_text_with_nul_is_logged_whole(tmp_path):
-    # JSON text (the previous way) reached SQLite's JSON functions, which cut the text at the NUL.
-    db = tmp_path / "log.db"
-    async with Store(db) as store:
-        store.log_exchange("p", "console", "c", "u", "Ann", "before\x00after", "ok", 0.0, None, ("a\x00b", "r", 1, 0.1))
-        rows = await store.query_log()
-    assert [r["text"] for r in rows] == ["before\x00after", "a\x00b"]
-
-
 async def test_a_value_sqlite_cannot_bind_does_not_lose_the_batch(tmp_path):
     # A lone surrogate, an integer beyond 64 bits and an object: the batch is cleaned and written, every row of it.
     db = tmp_path / "log.db"
@@ -106,16 +98,6 @@ async def test_a_value_sqlite_cannot_bind_does_not_lose_the_batch(tmp_path):
         ("out", "x", None, float(2**70), "ok"),  # the seed column's affinity makes it a number
         ("in", "after", None, float(-(2**64)), "odd"),
     ]
-
-
-def test_a_statement_binds_at_most_one_chunk_and_blank_records_pad_the_last():
-    # The GIL is held while one statement's parameters are bound: a flush of any size binds
-    # at most CHUNK records at once.
-    rows = [("t", "p", "tg", "c", "u", "n", "hi", "ok", 0.0, None)] * (2 * CHUNK + 3)
-    params = chunks(rows)
-    assert [len(p) for p in params] == [CHUNK * WIDTH] * 3
-    blank = (None,) * (WIDTH - 1) + (2,)  # no row: its kind is neither a row nor an exchange
-    assert params[-1][3 * WIDTH :] == blank * (CHUNK - 3)
 
 
 async def test_log_by_persona_reads_its_index_in_log_order(tmp_path):

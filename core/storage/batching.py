@@ -11,8 +11,6 @@ an "exchange" — a message and its reply as one 14-field record
 (:data:`EXCHANGE_FIELDS`; 10 without a reply), which the sink turns into two
 rows. Building one tuple per message, and nothing else, is what keeps the
 engine's hot path cheap; the sink does the rest off the event loop where it can.
-Values are queued as the backends bind them (text, numbers, ``None``): an
-event's data is turned into its JSON text when it is queued.
 """
 
 from __future__ import annotations
@@ -50,13 +48,6 @@ def json_text(value: Any) -> str:
     from ..language.text import valid_unicode
 
     return valid_unicode(json.dumps(value, ensure_ascii=False, default=str))
-
-
-def compact_json(value: Mapping[str, Any]) -> str:
-    """An event's data as the log stores it: compact JSON text, keys in their order (as SQLite renders JSON)."""
-    from ..language.text import valid_unicode
-
-    return valid_unicode(json.dumps(dict(value), ensure_ascii=False, separators=(",", ":"), default=str))
 
 
 class BatchWriter:
@@ -202,8 +193,6 @@ class LogQueue:
         event's data) is stored as its JSON text. A row with a ``key`` is
         written once: logging it again (a resumed replay) changes nothing.
         """
-        if text is not None and not isinstance(text, str):
-            text = compact_json(text)  # once, here: the row is then plain values every backend binds as they are
         writer = self._writer
         writer.rows.append(
             (time.time(), direction, persona, platform, None, None, None, text, rule, seed, None, status, event, run,
