@@ -230,21 +230,7 @@ async def test_three_workers_share_a_broadcast_and_survive_a_kill(postgres_serve
 
             await _until("a third of the broadcast", a_third_sent, timeout=MARGIN + 120)
             # Kill the worker that is sending: the holder of the lane's lock.
-            owner = await db._conn.pool.fetchval(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2",
-                *_lock_ids("dispatch:tg"),
-            )
-            pid = int(owner.split(":")[2])
-            killed = next(w for w in workers if w.proc.pid == pid)
-            os.kill(pid, signal.SIGKILL)
-            await killed.proc.wait()
-            held = {
-                (r["chat"], r["text"])
-                for r in await db._conn.pool.fetch(
-                    "SELECT chat, text FROM outbox WHERE status = 'pending' AND lease_owner = $1", owner
-                )
-            }
+            killed, held = await kill_lock_holder(db, workers, "dispatch:tg")
 
             async def all_sent() -> bool:
                 counts = await db.outbox_counts()
@@ -443,3 +429,20 @@ async def test_an_event_posted_to_a_worker_killed_after_the_202_is_played_once_b
         assert sum((await db.outbox_counts()).values()) == 1
         assert [e["event"] for e in await db.query_log(direction="event")] == ["bulletin"]
         assert not [x for x in second.lines if "Traceback" in x or SECRET in x], "\n".join(second.lines)
+
+
+async def kill_lock_holder(db: PostgresStore, workers: list[Worker], lock: str) -> tuple[Worker, set[tuple[str, str]]]:
+    """kill -9 the worker holding the advisory lock ``lock``: that worker, and the (chat, text) rows it had leased."""
+    owner = await db._conn.pool.fetchval(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2",
+        *_lock_ids(lock),
+    )
+    pid = int(owner.split(":")[2])
+    killed = next(w for w in workers if w.proc.pid == pid)
+    os.kill(pid, signal.SIGKILL)
+    await killed.proc.wait()
+    rows = await db._conn.pool.fetch(
+        "SELECT chat, text FROM outbox WHERE status = 'pending' AND lease_owner = $1", owner
+    )
+    return killed, {(r["chat"], r["text"]) for r in rows}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from pgserver import PgServer
-from test_workers import Worker, _lock_ids, _until, stores
+from test_workers import Worker, _until, kill_lock_holder, stores
 
 from fakes.telegram_api import FakeTelegram, unused_tcp_port
 
@@ -146,21 +146,7 @@ async def test_the_replay_is_taken_over_when_its_player_is_killed(postgres_serve
 
             await _until("a third of the replay", a_third_sent, timeout=120)
             [run] = [r["run"] for r in await db._conn.pool.fetch("SELECT run FROM replays")]
-            owner = await db._conn.pool.fetchval(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2",
-                *_lock_ids(f"replay:{run}"),
-            )
-            pid = int(owner.split(":")[2])
-            killed = next(w for w in workers if w.proc.pid == pid)
-            os.kill(pid, signal.SIGKILL)
-            await killed.proc.wait()
-            held = {
-                (r["chat"], r["text"])
-                for r in await db._conn.pool.fetch(
-                    "SELECT chat, text FROM outbox WHERE status = 'pending' AND lease_owner = $1", owner
-                )
-            }
+            killed, held = await kill_lock_holder(db, workers, f"replay:{run}")
             other = next(w for w in workers if w is not killed)
 
             async def other_done() -> bool:
