@@ -36,6 +36,10 @@ class Limits:
     dialect: Dialect = "plain"
     measure: Measure = "utf16"
     global_rate: float | None = None
+    #: Seconds over which the platform counts ``global_rate``: 1 for Telegram's and Discord's
+    #: per-second limits, where network jitter can push one send into the next second (the
+    #: dispatcher keeps a whole message of slack there); longer for hourly budgets (Bluesky).
+    rate_window: float = 1.0
     per_chat_rate: float | None = None
     group_per_minute: float | None = None
     concurrency: int = 1

@@ -251,6 +251,7 @@ class BlueskyAdapter(Adapter):
             dialect="social",
             measure="bluesky",
             global_rate=per_hour / POINTS_PER_CREATE / 3600,
+            rate_window=3600.0,  # points per hour
             concurrency=whole_option(opts, "concurrency", 1),
         )
         self._client = self._new_client()

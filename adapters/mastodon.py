@@ -198,6 +198,7 @@ class MastodonAdapter(Adapter):
             dialect="social",
             measure="mastodon",
             global_rate=self._rate,
+            rate_window=300.0,  # requests per 5 minutes
             concurrency=self._concurrency,
         )
 

@@ -253,13 +253,19 @@ async def test_a_late_wake_up_catches_up_a_few_sends_within_the_headroom(tmp_pat
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(stall=st.floats(0.0, 3.0), rate=st.sampled_from([20, 40, 300]), headroom=st.sampled_from([0.5, 0.9]))
+@given(
+    stall=st.floats(0.0, 3.0), rate=st.sampled_from([20, 30, 40, 300]), headroom=st.sampled_from([0.5, 0.9, 0.97])
+)
 async def test_catching_up_never_puts_more_than_the_limit_in_one_second(tmp_path_factory, stall, rate, headroom):
-    """Whatever the stall, no one-second window of send starts holds more than the pace (rounded up)."""
+    """Whatever the stall, no one-second window of send starts holds more than the pace, rounded down.
+
+    Rounded down, a per-second limit keeps a whole message of slack: at 30/s and the default
+    headroom, 30 sends in one second by our clock were 31 by the platform's (a 429, measured).
+    """
     with pytest.MonkeyPatch.context() as monkeypatch:
         limits = Limits(global_rate=rate, concurrency=16)
         tmp = tmp_path_factory.mktemp("stall")
-        starts = await _paced_sends(tmp, monkeypatch, limits, headroom, stall, rate // 2 + 8)
+        starts = await _paced_sends(tmp, monkeypatch, limits, headroom, stall, rate + 8)
     for i, t in enumerate(starts):
         in_window = sum(1 for u in starts[i:] if u - t < 1.0)
-        assert in_window <= math.ceil(rate * headroom), (i, in_window)
+        assert in_window <= max(1, math.floor(rate * headroom)) < rate, (i, in_window)
