@@ -476,7 +476,7 @@ class BlueskyAdapter(Adapter):
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             reply=reply,
             facets=facets or None,
-            langs=self._langs(),
+            langs=langs_of(self.language or self.locale),
             embed=embed,
         )
         wait = self.points.wait(POINTS_PER_CREATE)
@@ -504,11 +504,10 @@ class BlueskyAdapter(Adapter):
         self._repo.remember(ref, root)
         return Receipt((ref.uri,))
 
-    def _langs(self) -> list[str] | None:
-        locale = self.language or self.locale
-        if not locale:
-            return None
-        return [locale.replace("_", "-")]
+
+def langs_of(locale: str | None) -> list[str] | None:
+    """A post's ``langs`` (BCP 47: ``en-GB`` of ``en_GB``), or ``None``."""
+    return [locale.replace("_", "-")] if locale else None
 
 
 class _Repository:

@@ -414,7 +414,7 @@ class MastodonAdapter(Adapter):
             in_reply_to_id=parent,
             visibility=visibility,
             spoiler_text=self.spoiler_text,
-            language=self._language(),
+            language=language_tag(self.language or self.locale),
             idempotency_key=idempotency_key(delivery.key) if delivery.key else None,
             media_ids=media_ids or None,
         )
@@ -430,11 +430,12 @@ class MastodonAdapter(Adapter):
         self._remember(status_id, str(status["visibility"]), str(status["account"]["acct"]))
         return str(status["visibility"])
 
-    def _language(self) -> str | None:
-        locale = self.language or self.locale
-        if not locale:
-            return None
-        return re.split(r"[-_]", locale, maxsplit=1)[0].lower() or None
+
+def language_tag(locale: str | None) -> str | None:
+    """The ISO 639 code Mastodon tags a status with (``en`` of ``en_GB``), or ``None``."""
+    if not locale:
+        return None
+    return re.split(r"[-_]", locale, maxsplit=1)[0].lower() or None
 
 
 def _max_characters(info: Any) -> int:
